@@ -9,6 +9,8 @@ from lowbit.formats.fixed_format import FixedFormat
 from lowbit.formats.float_format import FloatFormat
 
 ScaleRule = Literal["floor", "ceil"]
+# OCP MX v1.0 §5.4.1: the shared scale is an unsigned 8-bit exponent with 0xFF as NaN.
+_E8M0 = FloatFormat(8, 0, 127, "fn", signed=False, has_zero=False, name="e8m0")
 
 
 @dataclass(frozen=True)
@@ -23,8 +25,7 @@ class BlockFormat:
 
     elem: FloatFormat | FixedFormat
     block: int = 32
-    scale_fmt: FloatFormat = FloatFormat(8, 0, 127, "fn", signed=False, has_zero=False,
-                                         name="e8m0")
+    scale_fmt: FloatFormat = _E8M0
     scale_rule: ScaleRule = "floor"
     name: str = ""
 

@@ -7,18 +7,17 @@ Names follow ml_dtypes where it has the format (``e4m3fn``, ``e5m2``, ``e2m1fn``
 from __future__ import annotations
 
 import re
-from typing import Union
 
-from lowbit.formats.block_format import BlockFormat
+from lowbit.formats.block_format import _E8M0, BlockFormat
 from lowbit.formats.fixed_format import FixedFormat, IntFormat
 from lowbit.formats.float_format import FloatFormat
 from lowbit.formats.posit_format import PositFormat
 
-Format = Union[FloatFormat, PositFormat, FixedFormat, IntFormat]
-AnyFormat = Union[Format, BlockFormat]
+Format = FloatFormat | PositFormat | FixedFormat | IntFormat
+AnyFormat = Format | BlockFormat
 
 _F = FloatFormat
-E8M0 = _F(8, 0, 127, "fn", signed=False, has_zero=False, name="e8m0")
+E8M0 = _E8M0
 
 # name -> format; the first name listed for a format is its canonical one.
 _PRESETS: dict[str, Format] = {}

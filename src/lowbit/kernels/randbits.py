@@ -14,6 +14,8 @@ Stream ``stream`` (e.g. bit position for fault injection) is folded into the see
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 M1 = 0x7FEB352D
@@ -69,7 +71,7 @@ def bits_numpy(seed: int, start: int, count: int, stream: int = 0) -> np.ndarray
         return _mix32_np(_mix32_np(lo ^ np.uint32(k0)) ^ hi ^ np.uint32(k1))
 
 
-def bits_torch(seed: int, start: int, count: int, device: object = None, stream: int = 0):  # noqa: ANN201
+def bits_torch(seed: int, start: int, count: int, device: Any = None, stream: int = 0) -> Any:
     """int64 tensor holding the same uint32 draws (torch lacks full uint32 arithmetic)."""
     import torch
 
@@ -78,7 +80,7 @@ def bits_torch(seed: int, start: int, count: int, device: object = None, stream:
     lo = idx & MASK32
     hi = (idx >> 32) & MASK32
 
-    def mix(x):  # noqa: ANN001, ANN202
+    def mix(x: Any) -> Any:
         x = x ^ (x >> 16)
         x = (x * M1) & MASK32
         x = x ^ (x >> 15)
@@ -88,7 +90,7 @@ def bits_torch(seed: int, start: int, count: int, device: object = None, stream:
     return mix(mix(lo ^ k0) ^ hi ^ k1)
 
 
-def bits_jax(k0, k1, start, count: int):  # noqa: ANN001, ANN201
+def bits_jax(k0: Any, k1: Any, start: Any, count: int) -> Any:
     """uint32 jax array holding the same draws; keys from :func:`seed_keys` (traceable).
 
     Indices must stay below 2^32 (jax has no uint64 without x64).
@@ -97,7 +99,7 @@ def bits_jax(k0, k1, start, count: int):  # noqa: ANN001, ANN201
 
     lo = jnp.arange(count, dtype=jnp.uint32) + jnp.asarray(start, dtype=jnp.uint32)
 
-    def mix(x):  # noqa: ANN001, ANN202
+    def mix(x: Any) -> Any:
         x = x ^ (x >> 16)
         x = x * jnp.uint32(M1)
         x = x ^ (x >> 15)

@@ -74,4 +74,6 @@ def as_mode(mode: RoundMode | str) -> RoundMode:
         return RoundMode(mode)
     except ValueError:
         accepted = [m.value for m in RoundMode] + sorted(_ALIASES)
-        raise ValueError(f"unknown rounding mode {mode!r}; accepted: {', '.join(accepted)}") from None
+        raise ValueError(
+            f"unknown rounding mode {mode!r}; accepted: {', '.join(accepted)}"
+        ) from None
