@@ -1,5 +1,7 @@
 """lowbit: emulate any low-precision number format, bit-exactly and at memory speed."""
 
+from lowbit import arith
+from lowbit.arith import precision
 from lowbit.formats import (
     BlockFormat,
     FixedFormat,
@@ -20,6 +22,8 @@ __all__ = [
     "PositFormat",
     "RoundMode",
     "__version__",
+    "arith",
     "get_format",
+    "precision",
     "round",
 ]
