@@ -45,11 +45,15 @@ def test_jax_kernel_matches_reference(fmt: object, mode: str) -> None:
         assert _same_bits(ref, got), (fmt, mode, sub)
 
 
-@pytest.mark.parametrize("fmt", ["e4m3", "e3m2", "e2m1", "int4", "q1.6"])
+@pytest.mark.parametrize("fmt", ["e4m3", "e3m2", "e2m1", "int4", "q1.6", "fp16", "bf16"])
 def test_jax_kernel_overflow_options(fmt: str) -> None:
     f = lb.get_format(fmt)
-    options = ["saturate", "wrap"] if isinstance(f, lb.FixedFormat | lb.IntFormat) else \
-        (["nan", "saturate"] if f.has_nan else ["saturate"])
+    if isinstance(f, lb.FixedFormat | lb.IntFormat):
+        options = ["saturate", "wrap"]
+    elif f.has_inf:
+        options = ["inf", "saturate"]
+    else:
+        options = ["nan", "saturate"] if f.has_nan else ["saturate"]
     for ov in options:
         for mode in ("rne", "ru", "rd", "rtz"):
             ref = lb.round(X, fmt, mode, overflow=ov, impl="reference")

@@ -16,6 +16,7 @@ What the top of the code space means is the ``special`` convention:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
@@ -44,7 +45,7 @@ class FloatFormat:
     special: Special = "ieee"
     signed: bool = True
     has_zero: bool = True
-    name: str = ""
+    name: str = dataclasses.field(default="", compare=False)  # display only: equality is the layout
 
     def __post_init__(self) -> None:
         if not isinstance(self.exp_bits, int) or isinstance(self.exp_bits, bool):
@@ -104,7 +105,8 @@ class FloatFormat:
 
     @property
     def has_nan(self) -> bool:
-        return self.special != "none"
+        # IEEE with no mantissa bits: the all-ones exponent is only ±inf, no NaN code is left
+        return self.special != "none" and not (self.special == "ieee" and self.man_bits == 0)
 
     @property
     def has_neg_zero(self) -> bool:

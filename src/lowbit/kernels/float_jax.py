@@ -158,10 +158,10 @@ def round_float_bits(bits: Any, fmt: FloatFormat, pol: EdgePolicy, r: Any) -> An
     else:
         to_inf = jnp.zeros_like(over)
     nan_bits = jnp.uint32(0x7FC00000)
-    if fmt.has_inf:
-        inf_bits = jnp.uint32(0x7F800000)
-    elif pol.overflow == "saturate":
+    if pol.overflow == "saturate":  # clamps every overflow (and ±inf inputs) to ±max
         inf_bits = max_bits
+    elif fmt.has_inf:
+        inf_bits = jnp.uint32(0x7F800000)
     else:
         inf_bits = nan_bits
     mag = jnp.where(over & ~to_inf, max_bits, mag)

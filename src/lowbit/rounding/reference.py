@@ -94,10 +94,10 @@ def round_float_grid(x: Any, fmt: FloatFormat, pol: EdgePolicy, r: Any, ops: Any
     over = mag > fmax
     to_inf = over & _overflows_to_inf(pol.mode, neg, ops)
     mag = ops.where(over & ~to_inf, fmax, mag)
-    if fmt.has_inf:
-        inf_val = float("inf")
-    elif pol.overflow == "saturate":
+    if pol.overflow == "saturate":  # clamp every overflow (and ±inf inputs) to ±max
         inf_val = fmax
+    elif fmt.has_inf:
+        inf_val = float("inf")
     else:
         inf_val = float("nan")
     mag = ops.where(to_inf, inf_val, mag)
