@@ -10,7 +10,7 @@ from lowbit.formats import (
     PositFormat,
     get_format,
 )
-from lowbit.rounding import RoundMode, round
+from lowbit.rounding import RoundMode, decode, encode, flip_bits, round
 
 __version__ = "0.1.0"
 
@@ -23,6 +23,9 @@ __all__ = [
     "RoundMode",
     "__version__",
     "arith",
+    "decode",
+    "encode",
+    "flip_bits",
     "get_format",
     "precision",
     "round",
