@@ -178,7 +178,16 @@ class FloatFormat:
     @property
     def n_finite(self) -> int:
         """Number of codes that decode to a finite number."""
-        return sum(1 for c in range(1 << self.bits) if self.decode_exact(c) is not None)
+        signs = 2 if self.signed else 1
+        if self.special == "ieee":  # the whole top binade: ±inf and NaNs
+            special = signs * (1 << self.man_bits)
+        elif self.special == "fn":  # the all-ones code of each sign
+            special = signs
+        elif self.special == "fnuz":  # the single -0 code
+            special = 1
+        else:
+            special = 0
+        return (1 << self.bits) - special
 
     # ---- codes --------------------------------------------------------------------------
     def nan_codes(self) -> list[int]:
