@@ -1,7 +1,13 @@
 """lowbit: emulate any low-precision number format, bit-exactly and at memory speed."""
 
-from lowbit import arith
+from lowbit import arith, blocks
 from lowbit.arith import precision
+from lowbit.blocks import (
+    quantize_bfp,
+    quantize_fixed,
+    quantize_int,
+    quantize_mx,
+)
 from lowbit.formats import (
     BlockFormat,
     FixedFormat,
@@ -23,10 +29,15 @@ __all__ = [
     "RoundMode",
     "__version__",
     "arith",
+    "blocks",
     "decode",
     "encode",
     "flip_bits",
     "get_format",
     "precision",
+    "quantize_bfp",
+    "quantize_fixed",
+    "quantize_int",
+    "quantize_mx",
     "round",
 ]
