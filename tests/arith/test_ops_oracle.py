@@ -251,3 +251,15 @@ def test_harmonic_series_fp16_stagnates_at_published_value() -> None:
     assert (s, n) == (7.0859375, 513)
     exact = sum(Fraction(1, k) for k in range(1, 513))
     assert abs(float(exact) - s) > 0  # the stagnated value is not the exact partial sum
+
+
+def test_explicit_seed_with_running_offset_tracks_the_exact_sum() -> None:
+    # Reusing one seed with offset=0 would hand every call the same draw; a running offset
+    # gives fresh draws and SR follows the exact harmonic sum instead of stagnating.
+    exact = float(sum(Fraction(1, k) for k in range(1, 3001)))
+    s = 0.0
+    for k in range(1, 3001):
+        t = arith.div(1.0, k, "fp16", "sr", seed=1, offset=2 * k)
+        s = arith.add(s, t, "fp16", "sr", seed=1, offset=2 * k + 1)
+    assert abs(s - exact) < 0.1
+    assert arith.minimum(2.0, 3.0, "fp16", "rne") == 2.0

@@ -45,7 +45,8 @@ class _Call:
     """Resolved settings of one operation: format, mode and where its random draws come from."""
 
     def __init__(self, fmt: Any, mode: Any, seed: int | None, subnormals: bool | None,
-                 overflow: str | None, rand_bits: int | None, inputs: str) -> None:
+                 overflow: str | None, rand_bits: int | None, inputs: str,
+                 offset: int = 0) -> None:
         ctx = _ctx.current()
         if fmt is None:
             if ctx is None:
@@ -69,6 +70,9 @@ class _Call:
         self.overflow = overflow if overflow is not None else (ctx.overflow if ctx else None)
         self.rand_bits = rand_bits if rand_bits is not None else (ctx.rand_bits if ctx else None)
         self.inputs = inputs
+        # With an explicit seed the caller owns the stream: ``offset`` is the index of the
+        # first draw, so a loop passes a running offset (or uses lb.precision, which does).
+        self.offset = int(offset)
         if self.mode.stochastic:
             rb = self.rand_bits or 32
             if f.precision + rb > 52:
@@ -80,7 +84,7 @@ class _Call:
     def round(self, v: Any, mode: RoundMode | None = None) -> Any:
         """Round float64 values ``v`` once, drawing fresh random bits from the context."""
         m = mode or self.mode
-        offset = 0
+        offset = self.offset
         if m.stochastic and self.ctx is not None:
             offset = self.ctx.take(int(np.prod(v.shape)) if hasattr(v, "shape") else 1)
         return _round(v, self.fmt, m, overflow=self.overflow, subnormals=self.subnormals,
@@ -149,8 +153,8 @@ def _signbit(x: Any) -> Any:
 
 
 def _kw(fmt: Any, mode: Any, seed: Any, subnormals: Any, overflow: Any, rand_bits: Any,
-        inputs: str) -> _Call:
-    return _Call(fmt, mode, seed, subnormals, overflow, rand_bits, inputs)
+        inputs: str, offset: int = 0) -> _Call:
+    return _Call(fmt, mode, seed, subnormals, overflow, rand_bits, inputs, offset)
 
 
 def _binary(x: Any, y: Any, call: _Call, exact: Callable[[Any, Any], tuple[Any, Any]],
@@ -169,31 +173,36 @@ def _binary(x: Any, y: Any, call: _Call, exact: Callable[[Any, Any], tuple[Any, 
 
 def add(x: Any, y: Any, fmt: Any = None, mode: Any = None, *, seed: int | None = None,
         subnormals: bool | None = None, overflow: str | None = None,
-        rand_bits: int | None = None, inputs: str = "round") -> Any:
+        rand_bits: int | None = None, inputs: str = "round", offset: int = 0) -> Any:
     """x + y correctly rounded to ``fmt`` in ``mode`` (defaults from :func:`lb.precision`).
 
     Args:
         inputs: ``"round"`` (round operands to the format with RNE first, as chop does),
             ``"check"`` (raise ``ValueError`` for an operand the format cannot hold) or
             ``"exact"`` (use the operands' float64 values as they are).
+        seed: stochastic modes' seed. Outside :func:`lb.precision` the caller owns the draw
+            stream: a loop that reuses a seed must advance ``offset`` (draw index of the first
+            element) or every call sees the same draws. Inside the context, draws advance
+            automatically.
+        offset: index of the first random draw (see ``seed``).
     """
-    call = _kw(fmt, mode, seed, subnormals, overflow, rand_bits, inputs)
+    call = _kw(fmt, mode, seed, subnormals, overflow, rand_bits, inputs, offset)
     return _binary(x, y, call, two_sum, zero_rule=True)
 
 
 def sub(x: Any, y: Any, fmt: Any = None, mode: Any = None, *, seed: int | None = None,
         subnormals: bool | None = None, overflow: str | None = None,
-        rand_bits: int | None = None, inputs: str = "round") -> Any:
+        rand_bits: int | None = None, inputs: str = "round", offset: int = 0) -> Any:
     """x - y correctly rounded (see :func:`add`)."""
-    call = _kw(fmt, mode, seed, subnormals, overflow, rand_bits, inputs)
+    call = _kw(fmt, mode, seed, subnormals, overflow, rand_bits, inputs, offset)
     return _binary(x, y, call, two_sum, zero_rule=True, negate_y=True)
 
 
 def mul(x: Any, y: Any, fmt: Any = None, mode: Any = None, *, seed: int | None = None,
         subnormals: bool | None = None, overflow: str | None = None,
-        rand_bits: int | None = None, inputs: str = "round") -> Any:
+        rand_bits: int | None = None, inputs: str = "round", offset: int = 0) -> Any:
     """x * y correctly rounded (see :func:`add`)."""
-    call = _kw(fmt, mode, seed, subnormals, overflow, rand_bits, inputs)
+    call = _kw(fmt, mode, seed, subnormals, overflow, rand_bits, inputs, offset)
     return _binary(x, y, call, two_prod, zero_rule=False)
 
 
@@ -214,17 +223,17 @@ def _where(c: Any, a: Any, b: Any) -> Any:
 
 def div(x: Any, y: Any, fmt: Any = None, mode: Any = None, *, seed: int | None = None,
         subnormals: bool | None = None, overflow: str | None = None,
-        rand_bits: int | None = None, inputs: str = "round") -> Any:
+        rand_bits: int | None = None, inputs: str = "round", offset: int = 0) -> Any:
     """x / y correctly rounded (see :func:`add`); x/0 is ±inf and 0/0 NaN as IEEE says."""
-    call = _kw(fmt, mode, seed, subnormals, overflow, rand_bits, inputs)
+    call = _kw(fmt, mode, seed, subnormals, overflow, rand_bits, inputs, offset)
     return _binary(x, y, call, _div_exact, zero_rule=False)
 
 
 def sqrt(x: Any, fmt: Any = None, mode: Any = None, *, seed: int | None = None,
          subnormals: bool | None = None, overflow: str | None = None,
-         rand_bits: int | None = None, inputs: str = "round") -> Any:
+         rand_bits: int | None = None, inputs: str = "round", offset: int = 0) -> Any:
     """Square root correctly rounded; sqrt(-0) = -0, negative inputs give NaN."""
-    call = _kw(fmt, mode, seed, subnormals, overflow, rand_bits, inputs)
+    call = _kw(fmt, mode, seed, subnormals, overflow, rand_bits, inputs, offset)
     a = call.operand(x)
     with np.errstate(all="ignore"):
         s = _torch().sqrt(a) if _is_torch(a) else np.sqrt(a)
@@ -237,9 +246,9 @@ def sqrt(x: Any, fmt: Any = None, mode: Any = None, *, seed: int | None = None,
 
 def fma(x: Any, y: Any, z: Any, fmt: Any = None, mode: Any = None, *, seed: int | None = None,
         subnormals: bool | None = None, overflow: str | None = None,
-        rand_bits: int | None = None, inputs: str = "round") -> Any:
+        rand_bits: int | None = None, inputs: str = "round", offset: int = 0) -> Any:
     """x * y + z with a single rounding (the product is exact in float64 for p <= 26)."""
-    call = _kw(fmt, mode, seed, subnormals, overflow, rand_bits, inputs)
+    call = _kw(fmt, mode, seed, subnormals, overflow, rand_bits, inputs, offset)
     a, b, c = call.operand(x), call.operand(y), call.operand(z)
     with np.errstate(all="ignore"):
         p, pe = two_prod(a, b)
@@ -283,15 +292,15 @@ def _minmax(x: Any, y: Any, call: _Call, pick_min: bool) -> Any:
     return _finish(r, (x, y), call.fmt)
 
 
-def minimum(x: Any, y: Any, fmt: Any = None, **kw: Any) -> Any:
+def minimum(x: Any, y: Any, fmt: Any = None, mode: Any = None, **kw: Any) -> Any:
     """Elementwise minimum (IEEE 754-2019 minimum: NaN propagates)."""
-    return _minmax(x, y, _kw(fmt, None, None, kw.get("subnormals"), None, None,
+    return _minmax(x, y, _kw(fmt, mode, None, kw.get("subnormals"), None, None,
                              kw.get("inputs", "round")), True)
 
 
-def maximum(x: Any, y: Any, fmt: Any = None, **kw: Any) -> Any:
+def maximum(x: Any, y: Any, fmt: Any = None, mode: Any = None, **kw: Any) -> Any:
     """Elementwise maximum (IEEE 754-2019 maximum: NaN propagates)."""
-    return _minmax(x, y, _kw(fmt, None, None, kw.get("subnormals"), None, None,
+    return _minmax(x, y, _kw(fmt, mode, None, kw.get("subnormals"), None, None,
                              kw.get("inputs", "round")), False)
 
 
@@ -372,7 +381,7 @@ def _elementary_numpy(name: str, a: np.ndarray, call: _Call) -> np.ndarray:
         width = np.abs(y) * _REL_BRACKET
         y_lo, y_hi = y - width, y + width
     m = call.mode
-    offset = 0
+    offset = call.offset
     if m.stochastic and call.ctx is not None:
         offset = call.ctx.take(a.size)
     kw = {"overflow": call.overflow, "subnormals": call.subnormals, "seed": call.seed,
@@ -444,8 +453,8 @@ def _exact_or_odd(name: str, a: float) -> float:
 def _unary_elem(name: str) -> Callable[..., Any]:
     def fn(x: Any, fmt: Any = None, mode: Any = None, *, seed: int | None = None,
            subnormals: bool | None = None, overflow: str | None = None,
-           rand_bits: int | None = None, inputs: str = "round") -> Any:
-        call = _kw(fmt, mode, seed, subnormals, overflow, rand_bits, inputs)
+           rand_bits: int | None = None, inputs: str = "round", offset: int = 0) -> Any:
+        call = _kw(fmt, mode, seed, subnormals, overflow, rand_bits, inputs, offset)
         return _elementary(name, x, call)
 
     fn.__name__ = name
