@@ -99,7 +99,7 @@ def _as_float(v: Fraction) -> float:
 # The shared mode rule
 
 
-def pick(x: Fraction, lo: Fraction, hi: Fraction, mode: str, is_odd) -> Fraction:  # noqa: ANN001
+def pick(x: Fraction, lo: Fraction, hi: Fraction, mode: str, is_odd) -> Fraction:
     """Round x with lo < x < hi, adjacent values of a grid (0 is a grid value, so lo and hi
     never straddle 0). ``is_odd(v)`` gives the parity of a grid value."""
     assert lo < x < hi
@@ -156,7 +156,7 @@ class FloatOracle:
         subnormals: ``False`` drops the values 0 < |v| < min_normal from the grid.
     """
 
-    def __init__(self, fmt, subnormals: bool = True) -> None:  # noqa: ANN001
+    def __init__(self, fmt, subnormals: bool = True) -> None:
         if not fmt.signed or not fmt.has_zero:
             raise NotImplementedError("the oracle covers signed formats with a zero")
         e, m = fmt.exp_bits, fmt.man_bits
@@ -184,7 +184,7 @@ class FloatOracle:
         self.ext = self.max + Fraction(2) ** (self.emax - m)
         self.grid: list[Fraction] = [-self.ext, *self.values, self.ext]
         self._grid_f = [_as_float(v) for v in self.grid]
-        self._float = dict(zip(self.grid, self._grid_f))
+        self._float = dict(zip(self.grid, self._grid_f, strict=True))
         self._odd: dict[Fraction, bool] = {}
 
     def __repr__(self) -> str:
@@ -244,8 +244,8 @@ class FloatOracle:
         assert g[i - 1] < x <= g[i]
         return (x, x) if g[i] == x else (g[i - 1], g[i])
 
-    def round_all(self, x: float | Fraction, modes=DETERMINISTIC_MODES,  # noqa: ANN001
-                  overflows=None) -> dict[tuple[str, str], float]:  # noqa: ANN001
+    def round_all(self, x: float | Fraction, modes=DETERMINISTIC_MODES,
+                  overflows=None) -> dict[tuple[str, str], float]:
         """Exact rounding of one value under several (mode, overflow) pairs at once."""
         overflows = overflows or self.overflow_options()
         for ov in overflows:
@@ -295,7 +295,8 @@ class FloatOracle:
     def classify(self, x: np.ndarray) -> tuple[np.ndarray, dict[int, float | Fraction]]:
         """Key per element and a representative input per key (see :func:`oracle_table`)."""
         g = np.array([_as_float(v) for v in self.grid])
-        mids = np.array([_as_float((a + b) / 2) for a, b in zip(self.grid, self.grid[1:])])
+        pairs = zip(self.grid[:-1], self.grid[1:], strict=True)
+        mids = np.array([_as_float((a + b) / 2) for a, b in pairs])
         x = np.asarray(x, dtype=np.float64)
         keys = np.full(x.shape, -1, dtype=np.int64)  # NaN
         with np.errstate(invalid="ignore"):
@@ -328,7 +329,7 @@ class FloatOracle:
 class FixedOracle:
     """Exact rounding to a FixedFormat or IntFormat (grid k·2^-f, two's complement codes)."""
 
-    def __init__(self, fmt) -> None:  # noqa: ANN001
+    def __init__(self, fmt) -> None:
         if hasattr(fmt, "frac_bits"):
             self.frac_bits, self.signed = fmt.frac_bits, fmt.signed
             self.bits = fmt.int_bits + fmt.frac_bits + int(fmt.signed)
@@ -364,8 +365,8 @@ class FixedOracle:
             k = (k - self.kmin) % (1 << self.bits) + self.kmin
         return _as_float(k * self.step) + 0.0  # +0.0: a single zero
 
-    def round_all(self, x: float | Fraction, modes=DETERMINISTIC_MODES,  # noqa: ANN001
-                  overflows=None) -> dict[tuple[str, str], float]:  # noqa: ANN001
+    def round_all(self, x: float | Fraction, modes=DETERMINISTIC_MODES,
+                  overflows=None) -> dict[tuple[str, str], float]:
         """Exact rounding of one value under several (mode, overflow) pairs at once."""
         overflows = overflows or self.overflow_options()
         kind, v, neg = _split_input(x)
@@ -405,7 +406,7 @@ class FixedOracle:
         return toward0, away, abs(x - toward0) / self.step
 
     def classify(self, x: np.ndarray) -> tuple[np.ndarray, dict[int, float | Fraction]]:
-        """Keys by k = floor(x·2^f) and position in (k, k+1); exact in float64 here."""
+        """Keys by sign, k = floor(|x|·2^f) and position in (k, k+1); exact in float64."""
         x = np.asarray(x, dtype=np.float64)
         keys = np.full(x.shape, -1, dtype=np.int64)
         reps: dict[int, float | Fraction] = {-1: NAN, -2: math.inf, -3: -math.inf, -4: 0.0,
@@ -416,21 +417,26 @@ class FixedOracle:
             keys[(x == 0) & ~np.signbit(x)] = -4
             keys[(x == 0) & np.signbit(x)] = -5
             inside = np.isfinite(x) & (x != 0)
+            huge = inside & (np.abs(np.ldexp(x, self.frac_bits)) >= 2.0**52)  # integers
+        inside &= ~huge
+        hv, hinv = np.unique(x[huge], return_inverse=True)
+        keys[huge] = -10 - hinv.reshape(-1)
+        reps.update({-10 - j: Fraction(float(v)) for j, v in enumerate(hv.tolist())})
         s = np.ldexp(x[inside], self.frac_bits)
-        assert np.all(np.abs(s) < 2.0**57)
-        k = np.floor(s)
-        fr = s - k
+        a = np.abs(s)  # magnitudes: a - floor(a) is exact, s - floor(s) is not for s < 0
+        k = np.floor(a)
+        fr = a - k
         cls = np.where(fr == 0, 0, np.where(fr < 0.5, 1, np.where(fr == 0.5, 2, 3)))
-        key = 4 * (k.astype(np.int64) + (1 << 58)) + cls  # shift k to keep keys >= 0
+        key = 8 * k.astype(np.int64) + 2 * cls + (s < 0)
         keys[inside] = key
         for kk in np.unique(key).tolist():
-            kq, c = divmod(kk, 4)
-            kq -= 1 << 58
-            reps[kk] = (kq + Fraction(c, 4)) * self.step
+            kq, rest = divmod(kk, 8)
+            c, neg = divmod(rest, 2)
+            reps[kk] = (-1 if neg else 1) * (kq + Fraction(c, 4)) * self.step
         return keys, reps
 
 
-def oracle_for(fmt, subnormals: bool = True) -> FloatOracle | FixedOracle:  # noqa: ANN001
+def oracle_for(fmt, subnormals: bool = True) -> FloatOracle | FixedOracle:
     """The oracle for a FloatFormat (signed, ≤ 16 bits), FixedFormat or IntFormat."""
     if hasattr(fmt, "exp_bits"):
         return FloatOracle(fmt, subnormals)
@@ -438,7 +444,7 @@ def oracle_for(fmt, subnormals: bool = True) -> FloatOracle | FixedOracle:  # no
 
 
 def oracle_table(oracle: FloatOracle | FixedOracle, x: np.ndarray, modes=DETERMINISTIC_MODES,
-                 overflows=None) -> dict[tuple[str, str], np.ndarray]:  # noqa: ANN001
+                 overflows=None) -> dict[tuple[str, str], np.ndarray]:
     """Oracle results (float64) for every element of ``x``, per (mode, overflow).
 
     Elements strictly between two adjacent grid values round alike, apart from the midpoint;
@@ -463,7 +469,8 @@ def oracle_table(oracle: FloatOracle | FixedOracle, x: np.ndarray, modes=DETERMI
 
 def all_float16() -> np.ndarray:
     """Every fp16 code, upcast exactly to float64."""
-    return np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float64)
+    with np.errstate(invalid="ignore"):  # signalling NaN codes
+        return np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float64)
 
 
 def all_bfloat16() -> np.ndarray:
@@ -473,21 +480,23 @@ def all_bfloat16() -> np.ndarray:
             np.float64)
 
 
-def mismatches(actual, expected) -> np.ndarray:  # noqa: ANN001
+def mismatches(actual, expected) -> np.ndarray:
     """Indices where the float64 bit patterns differ (any NaN equals any NaN; −0 ≠ +0)."""
-    a = np.asarray(actual, dtype=np.float64).reshape(-1)
-    e = np.asarray(expected, dtype=np.float64).reshape(-1)
+    with np.errstate(invalid="ignore"):  # signalling NaNs
+        a = np.asarray(actual, dtype=np.float64).reshape(-1)
+        e = np.asarray(expected, dtype=np.float64).reshape(-1)
     same = (a.view(np.uint64) == e.view(np.uint64)) | (np.isnan(a) & np.isnan(e))
     return np.flatnonzero(~same)
 
 
-def assert_same_bits(actual, expected, inputs, what: str = "") -> None:  # noqa: ANN001
+def assert_same_bits(actual, expected, inputs, what: str = "") -> None:
     """Fail with the first few differing inputs when the bit patterns differ."""
     bad = mismatches(actual, expected)
     if bad.size:
-        a = np.asarray(actual, dtype=np.float64).reshape(-1)
-        e = np.asarray(expected, dtype=np.float64).reshape(-1)
-        x = np.asarray(inputs, dtype=np.float64).reshape(-1)
+        with np.errstate(invalid="ignore"):
+            a = np.asarray(actual, dtype=np.float64).reshape(-1)
+            e = np.asarray(expected, dtype=np.float64).reshape(-1)
+            x = np.asarray(inputs, dtype=np.float64).reshape(-1)
         rows = "\n".join(f"  x={x[i]!r} ({x[i].hex()}): got {a[i]!r}, expected {e[i]!r}"
                          for i in bad[:8])
         raise AssertionError(f"{what}: {bad.size} of {a.size} differ, e.g.\n{rows}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -17,7 +18,7 @@ class FixedFormat:
     int_bits: int
     frac_bits: int
     signed: bool = True
-    name: str = ""
+    name: str = dataclasses.field(default="", compare=False)  # display only: equality is the layout
 
     def __post_init__(self) -> None:
         for field, val in (("int_bits", self.int_bits), ("frac_bits", self.frac_bits)):
@@ -100,7 +101,7 @@ class IntFormat:
 
     bits: int
     signed: bool = True
-    name: str = ""
+    name: str = dataclasses.field(default="", compare=False)  # display only: equality is the layout
 
     def __post_init__(self) -> None:
         if not isinstance(self.bits, int) or isinstance(self.bits, bool):

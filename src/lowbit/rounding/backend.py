@@ -44,6 +44,7 @@ class NumpyOps:
     floor = staticmethod(np.floor)
     copysign = staticmethod(np.copysign)
     minimum = staticmethod(np.minimum)
+    fmod = staticmethod(np.fmod)
     maximum = staticmethod(np.maximum)
 
     @staticmethod
@@ -129,6 +130,9 @@ class TorchOps:
         if not isinstance(like, self.t.Tensor):
             like = self.t.zeros((), dtype=self.t.float64, device=c.device)
         return self.t.where(c, self._t(a, like), self._t(b, like))
+
+    def fmod(self, a: Any, b: float) -> Any:
+        return self.t.fmod(a, b)
 
     def minimum(self, a: Any, b: Any) -> Any:
         return self.t.minimum(a, self._t(b, a))

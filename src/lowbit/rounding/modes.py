@@ -26,6 +26,9 @@ class RoundMode(str, Enum):
     def _missing_(cls, value: object) -> RoundMode | None:
         if isinstance(value, str):
             key = value.strip().lower().replace("-", "_")
+            for member in cls:
+                if member.value == key:
+                    return member
             if key in _ALIASES:
                 return cls(_ALIASES[key])
         return None

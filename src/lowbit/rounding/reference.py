@@ -133,7 +133,9 @@ def round_fixed_grid(x: Any, fmt: FixedFormat | IntFormat, pol: EdgePolicy, r: A
     lo, hi = float(f.code_min), float(f.code_max)
     if pol.overflow == "wrap":
         span = 2.0**f.bits
-        code = code - span * ops.floor((code - lo) / span)
+        # fmod is exact at any magnitude; the small remainder then reduces exactly into [lo, hi]
+        code = ops.fmod(code, span) - lo
+        code = code - span * ops.floor(code / span) + lo
         inf_val = float("nan")
         out = ops.ldexp(code, ops.full_int(code, -f.frac_bits))
         out = ops.where(ops.isinf(x), inf_val, out)
