@@ -1,6 +1,8 @@
 """Layer 4: correctly rounded arithmetic in any float format (``lb.arith.add`` ...)."""
 
 from lowbit.arith.context import PrecisionContext, current, precision
+from lowbit.arith.lparray import LowPrecisionArray, array
+from lowbit.arith.matmul import GemmConfig, dot, matmul
 from lowbit.arith.ops import (
     abs,
     add,
@@ -25,11 +27,15 @@ from lowbit.arith.ops import (
 )
 
 __all__ = [
+    "GemmConfig",
+    "LowPrecisionArray",
     "PrecisionContext",
     "abs",
     "add",
+    "array",
     "current",
     "div",
+    "dot",
     "eq",
     "exp",
     "fma",
@@ -38,6 +44,7 @@ __all__ = [
     "le",
     "log",
     "lt",
+    "matmul",
     "maximum",
     "minimum",
     "mul",

@@ -1,0 +1,1 @@
+"""Reproducible reports behind ``lowbit demo ...`` and ``examples/`` (tables, plots, markdown)."""
