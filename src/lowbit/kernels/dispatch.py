@@ -28,5 +28,31 @@ def round_numpy(x: np.ndarray, fmt: Format, pol: EdgePolicy, seed: int, offset: 
 
 def round_torch_cpu(x: Any, fmt: Format, pol: EdgePolicy, seed: int, offset: int,
                     out: Any) -> Any:
-    """Round a CPU tensor through zero-copy numpy views; ``None`` when not covered."""
-    return None
+    """Round a CPU tensor through zero-copy numpy views; ``None`` when not covered.
+
+    The numpy kernels see the tensor's own memory, so no copy is made on the way in, and the
+    result is a tensor over the kernel's output buffer (``out`` itself when given: a
+    contiguous ``out`` is written in place, a strided one gets a final copy).
+    """
+    from lowbit.kernels._torch_views import as_numpy, as_torch
+
+    a = as_numpy(x)
+    direct_out = out is not None and out.is_contiguous()
+    o = as_numpy(out) if direct_out else None
+    if isinstance(fmt, PositFormat):
+        from lowbit.kernels import posit_numba
+
+        res = posit_numba.round_numpy(a, fmt, pol, seed, offset, o)
+    else:
+        from lowbit.kernels import float_numba
+
+        res = float_numba.round_numpy(a, fmt, pol, seed, offset, o)
+    if res is None:
+        return None
+    if out is None:
+        return as_torch(res)
+    if not direct_out:
+        out.copy_(as_torch(res))
+    elif res is not o:  # a kernel that ignored ``out``
+        np.copyto(o, res)
+    return out
