@@ -84,6 +84,9 @@ def round_float_grid(x: Any, fmt: FloatFormat, pol: EdgePolicy, r: Any, ops: Any
         tiny = ax0 < 2.0**emin
         qexp = ops.where(tiny, emin, qexp)
     scaled = ops.ldexp(ax0, -qexp)
+    # A grid step far above the input (e.g. a subnormal fp64 input, step > 1) underflows the
+    # scaled value to 0; the exact fraction is still positive, which directed modes need.
+    scaled = ops.where((scaled == 0) & (ax0 > 0), 5e-324, scaled)
     i = ops.floor(scaled)
     frac = scaled - i
     odd = (i - 2.0 * ops.floor(i * 0.5)) == 1.0
@@ -124,6 +127,7 @@ def round_fixed_grid(x: Any, fmt: FixedFormat | IntFormat, pol: EdgePolicy, r: A
     finite = ops.isfinite(x)
     ax0 = ops.where(finite, ax, 0.0)
     scaled = ops.ldexp(ax0, ops.full_int(ax0, f.frac_bits))
+    scaled = ops.where((scaled == 0) & (ax0 > 0), 5e-324, scaled)  # as in round_float_grid
     i = ops.floor(scaled)
     frac = scaled - i
     odd = (i - 2.0 * ops.floor(i * 0.5)) == 1.0
@@ -134,6 +138,8 @@ def round_fixed_grid(x: Any, fmt: FixedFormat | IntFormat, pol: EdgePolicy, r: A
     if pol.overflow == "wrap":
         span = 2.0**f.bits
         # fmod is exact at any magnitude; the small remainder then reduces exactly into [lo, hi]
+        # |x| * 2^frac_bits beyond float64's range is a multiple of 2^971: 0 modulo 2^bits
+        code = ops.where(ops.isinf(code) & finite, 0.0, code)
         code = ops.fmod(code, span) - lo
         code = code - span * ops.floor(code / span) + lo
         inf_val = float("nan")
