@@ -263,3 +263,73 @@ def test_explicit_seed_with_running_offset_tracks_the_exact_sum() -> None:
         s = arith.add(s, t, "fp16", "sr", seed=1, offset=2 * k + 1)
     assert abs(s - exact) < 0.1
     assert arith.minimum(2.0, 3.0, "fp16", "rne") == 2.0
+
+
+def _random_operands(name: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random operands of a format with subnormals, ties, overflow neighbours and signed zeros,
+    drawn within an exponent span that keeps sums and products exact in float64."""
+    fmt = lb.get_format(name)
+    rng = np.random.default_rng(seed)
+    e = rng.integers(max(fmt.emin - fmt.man_bits, -40), min(fmt.emax, 40) + 1, size=(2, n))
+    v = rng.uniform(1, 2, size=(2, n)) * np.ldexp(1.0, e) * rng.choice([-1, 1], size=(2, n))
+    x, y = lb.round(v[0], name), lb.round(v[1], name)
+    k = n // 8
+    y[:k] = -x[:k]  # exact cancellation (signed zeros)
+    y[k:2 * k] = lb.round(x[k:2 * k] * fmt.eps / 2, name)  # ties at the last place
+    x[2 * k:3 * k] = fmt.max * rng.choice([-1, 1], k)  # overflow boundary
+    y[2 * k:3 * k] = rng.choice([fmt.max * fmt.eps / 4, fmt.max * fmt.eps / 2, 1.0, 2.0], k)
+    x[3 * k:4 * k] = fmt.min_subnormal * rng.integers(-64, 64, k)  # subnormals and zeros
+    x[4 * k:4 * k + 64] = -0.0
+    return x, y
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["fp16", "bf16"])
+@pytest.mark.parametrize("op", ["add", "sub", "mul"])
+def test_hundreds_of_thousands_of_random_pairs(name: str, op: str) -> None:
+    x, y = _random_operands(name, 300_000, seed=hash((name, op)) % 2**32)
+    exact = {"add": x + y, "sub": x - y, "mul": x * y}[op]
+    if op != "mul":  # keep pairs whose float64 sum is exact (Knuth's TwoSum error is zero)
+        b = y if op == "add" else -y
+        bb = exact - x
+        err = (x - (exact - bb)) + (b - bb)
+        keep = (err == 0) & np.isfinite(exact)
+        x, y, exact = x[keep], y[keep], exact[keep]
+    oracle = FloatOracle(lb.get_format(name))
+    table = oracle_table(oracle, exact, DETERMINISTIC_MODES)
+    for mode in DETERMINISTIC_MODES:
+        got = getattr(arith, op)(x, y, name, mode, inputs="check")
+        want = table[(mode, oracle.overflow_options()[0])]
+        if op != "mul":
+            want = _zero_sign(exact == 0, x, y if op == "add" else -y, mode, want)
+        assert_same_bits(got, want, exact, f"{op} {name} {mode}")
+    assert x.size > 200_000
+
+
+@pytest.mark.slow
+def test_random_fp32_pairs_against_fractions() -> None:
+    name = "fp32"
+    fmt = lb.get_format(name)
+    x, y = _random_operands(name, 20_000, seed=7)
+    keep = (np.abs(x) < fmt.max / 4) & (np.abs(y) < fmt.max / 4) & (y != 0)
+    x, y = x[keep], y[keep]
+    for op, f in (("add", lambda a, b: a + b), ("mul", lambda a, b: a * b),
+                  ("div", lambda a, b: a / b)):
+        for mode in ("rne", "rtz", "ru", "rd", "ro"):
+            got = np.asarray(getattr(arith, op)(x, y, name, mode, inputs="check"), np.float64)
+            want = []
+            for a, b in zip(x.tolist(), y.tolist(), strict=True):
+                ex = f(Fraction(a), Fraction(b))
+                if ex == 0 and op != "add":  # products and quotients: the signs' XOR
+                    neg = (math.copysign(1, a) < 0) != (math.copysign(1, b) < 0)
+                    want.append(-0.0 if neg else 0.0)
+                elif ex == 0:
+                    want.append(_zero_sign(np.array(True), np.array(a), np.array(b), mode,
+                                           np.array(0.0)).item())
+                elif not Fraction(fmt.min_subnormal) <= abs(ex) < Fraction(fmt.max):
+                    want.append(math.nan)  # underflow/overflow: covered above for fp16/bf16
+                else:
+                    want.append(_round_fraction(fmt, ex, mode))
+            w = np.array(want)
+            ok = ~np.isnan(w)
+            assert_same_bits(got[ok], w[ok], x[ok], f"{op} fp32 {mode}")
