@@ -37,6 +37,8 @@ test-fast: $(VENV)/.test-installed
 
 bench: $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/bench_matmul.py --markdown benchmarks/RESULTS.md
+	$(BIN)/python benchmarks/bench_arith.py --markdown benchmarks/RESULTS.md
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check src tests benchmarks

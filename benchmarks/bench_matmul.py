@@ -205,10 +205,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="256³ and the main rows only")
     ap.add_argument("--repeat", type=int, default=3, help="timed calls per row (best taken)")
+    ap.add_argument("--markdown", default=None, help="append the table to this file")
     args = ap.parse_args()
     print(f"threads: numba {os.environ.get('NUMBA_NUM_THREADS', 'default')}, "
           f"cpus {os.cpu_count()}")
-    print(format_table(run(args.quick, args.repeat)))
+    table = format_table(run(args.quick, args.repeat))
+    print(table)
+    if args.markdown:
+        with open(args.markdown, "a") as fh:
+            fh.write("\n### Emulated matmul (lowbit.matmul, 512x512x512 unless --quick; target "
+                     ">= 0.3 G MAC/s with per-product rounding and fp16 accumulation, >= 10x "
+                     "the naive torch-eager emulation, memory <= 2x the operands)\n\n")
+            fh.write(table + "\n")
 
 
 if __name__ == "__main__":

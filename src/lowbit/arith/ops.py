@@ -157,18 +157,65 @@ def _kw(fmt: Any, mode: Any, seed: Any, subnormals: Any, overflow: Any, rand_bit
     return _Call(fmt, mode, seed, subnormals, overflow, rand_bits, inputs, offset)
 
 
+_FAST_MIN = 4096  # below this the thread pool's start-up costs more than it saves
+_OPS = {"add": 0, "sub": 1, "mul": 2}
+
+
+def _fast_binary(x: Any, y: Any, call: _Call, op: str) -> Any:
+    """The fused numba kernel for large same-shape float32/float64 numpy operands, else None.
+
+    Same result as the general path (tests compare both to the exact oracle): operands rounded
+    in their own dtype (exact), then one pass of TwoSum/TwoProduct, round-to-odd and rounding.
+    """
+    if not (isinstance(x, np.ndarray) and isinstance(y, np.ndarray)):
+        return None
+    f = call.fmt
+    if (x.dtype != y.dtype or x.dtype not in (np.float32, np.float64) or x.shape != y.shape
+            or x.size < _FAST_MIN or call.inputs == "check" or not call.subnormals
+            or not f.signed or not f.has_zero):
+        return None
+    import secrets
+
+    from lowbit.kernels import arith_numba
+    from lowbit.kernels.randbits import seed_keys
+
+    # operands are rounded as _Call.operand does: RNE, overflow by the format's default
+    infv_in = f.max if not f.has_nan else (float("inf") if f.has_inf else float("nan"))
+    mode = call.mode
+    offset = call.offset
+    if mode.stochastic and call.ctx is not None:
+        offset = call.ctx.take(x.size)
+    seed = call.seed if call.seed is not None else secrets.randbits(63)
+    k0, k1 = seed_keys(seed)
+    if call.overflow == "saturate" or not f.has_nan:
+        infv = f.max
+    else:
+        infv = float("inf") if f.has_inf else float("nan")
+    rb = call.rand_bits or 32
+    dt = x.dtype if _holds(x.dtype, f) else np.dtype(np.float64)
+    out = np.empty(x.shape, dtype=dt)
+    arith_numba.binary(np.ascontiguousarray(x).reshape(-1), np.ascontiguousarray(y).reshape(-1),
+                       out.reshape(-1), _OPS[op], f.man_bits, f.emin, f.max, infv,
+                       list(RoundMode).index(mode), f.special == "fnuz", rb, k0, k1, offset,
+                       call.inputs == "round", infv_in)
+    return out
+
+
 def _binary(x: Any, y: Any, call: _Call, exact: Callable[[Any, Any], tuple[Any, Any]],
             zero_rule: bool, negate_y: bool = False) -> Any:
+    op = "mul" if exact is two_prod else ("sub" if negate_y else "add")
+    fast = _fast_binary(x, y, call, op)
+    if fast is not None:
+        return fast
     a, b = call.operand(x), call.operand(y)
     if negate_y:
         b = -b
     with np.errstate(all="ignore"):
         hi, lo = exact(a, b)
         v = odd53(hi, lo)
-    res = call.round(v)
-    if zero_rule:
-        res = _zero_sign_fix(res, a, b, (hi == 0) & (lo == 0), call.mode)
-    return _finish(res, (x, y), call.fmt)
+    if zero_rule:  # before rounding, so formats without -0 still map it to +0
+        v = _zero_sign_fix(v, a, b, (hi == 0) & (lo == 0), call.mode)
+    return _finish(call.round(v), (x, y), call.fmt)
 
 
 def add(x: Any, y: Any, fmt: Any = None, mode: Any = None, *, seed: int | None = None,
@@ -257,9 +304,8 @@ def fma(x: Any, y: Any, z: Any, fmt: Any = None, mode: Any = None, *, seed: int 
                              "float64 (at most 26 significant bits each)")
         hi, lo = two_sum(p, c)
         v = odd53(hi, lo)
-    res = call.round(v)
-    res = _zero_sign_fix(res, p, c, (hi == 0) & (lo == 0), call.mode)
-    return _finish(res, (x, y, z), call.fmt)
+    v = _zero_sign_fix(v, p, c, (hi == 0) & (lo == 0), call.mode)
+    return _finish(call.round(v), (x, y, z), call.fmt)
 
 
 def _exact_unary(x: Any, call: _Call, fn: Callable[[Any], Any]) -> Any:
