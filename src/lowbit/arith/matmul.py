@@ -92,7 +92,6 @@ from __future__ import annotations
 
 import math
 import secrets
-import sys
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -103,6 +102,7 @@ from lowbit.arith.eft import odd53, two_prod, two_sum
 from lowbit.formats import FloatFormat, Format, get_element_format
 from lowbit.kernels.randbits import seed_keys
 from lowbit.rounding.api import round as _round
+from lowbit.rounding.backend import backend_of as _backend
 from lowbit.rounding.modes import RoundMode, as_mode
 
 ORDERS = ("sequential", "pairwise", "blocked")
@@ -727,19 +727,6 @@ def _resolve_seed(seed: int | None, cfg: GemmConfig) -> int:
         return secrets.randbits(63) if cfg.stochastic else 0
     seed_keys(seed)  # validates
     return int(seed)
-
-
-def _backend(x: Any) -> str:
-    if isinstance(x, np.ndarray | np.generic | list | tuple | float | int):
-        return "numpy"
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(x, torch.Tensor):
-        return "torch"
-    jax = sys.modules.get("jax")
-    if jax is not None and isinstance(x, jax.Array):
-        return "jax"
-    raise TypeError(f"unsupported operand type {type(x).__name__}; accepted: numpy arrays, "
-                    "torch tensors, jax arrays")
 
 
 def _as_numpy(x: Any, which: str) -> np.ndarray:
