@@ -720,3 +720,20 @@ def test_numpy_torch_jax_agree() -> None:
     if not jax.config.jax_enable_x64:
         with pytest.raises(ValueError, match="float64"):
             matmul(jnp.asarray(A), jnp.asarray(B))
+
+
+def test_precision_context_sets_products_and_accumulation() -> None:
+    import lowbit as lb
+
+    rng = np.random.default_rng(3)
+    A, B = rng.standard_normal((6, 40)), rng.standard_normal((40, 5))
+    with lb.precision("bf16", "rtz"):
+        got = lb.matmul(A, B)
+    want = lb.matmul(A, B, prod="bf16", prod_mode="rtz", acc="bf16", acc_mode="rtz")
+    assert np.array_equal(got, want)
+    assert not np.array_equal(got, lb.matmul(A, B, acc="fp32"))
+    with lb.precision("bf16", "sr", seed=4):
+        s1, s2 = lb.matmul(A, B), lb.matmul(A, B)  # consecutive calls draw fresh bits
+    with lb.precision("bf16", "sr", seed=4):
+        r1 = lb.matmul(A, B)
+    assert np.array_equal(s1, r1) and not np.array_equal(s1, s2)

@@ -98,6 +98,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from lowbit.arith import context as _context
 from lowbit.arith.eft import odd53, two_prod, two_sum
 from lowbit.formats import FloatFormat, Format, get_element_format
 from lowbit.kernels.randbits import seed_keys
@@ -715,6 +716,12 @@ def _matmul_numpy(A: np.ndarray, B: np.ndarray, cfg: GemmConfig, seed: int, impl
 def _resolve(preset: str | GemmConfig | None, overrides: dict[str, Any]) -> GemmConfig:
     base = get_gemm_config(preset)
     given = {k: v for k, v in overrides.items() if v is not _UNSET}
+    ctx = _context.current()
+    if preset is None and ctx is not None and not any(
+            k in given for k in ("mult", "prod", "acc", "out")):
+        # inside lb.precision(fmt, mode): every product and every addition rounded (chop)
+        return GemmConfig(**{"prod": ctx.fmt, "prod_mode": ctx.mode, "acc": ctx.fmt,
+                             "acc_mode": ctx.mode, **given})
     if not given:
         return base
     if preset is None:
@@ -775,7 +782,9 @@ def matmul(
         A: array of shape (..., M, K) or (K,): numpy (float16/bfloat16/float32/float64), torch
             tensor (autograd supported; any device, computed on the host) or jax array.
         B: array of shape (..., K, N) or (K,), same backend as ``A``.
-        preset: a preset name (see :func:`gemm_presets`: ``"fp32-acc"``, ``"fp16-acc"``,
+        preset: a preset name (inside ``lb.precision(fmt, mode)`` with no preset and no
+            format given, products and accumulation are rounded in the context's format and
+            mode; see :func:`gemm_presets`: ``"fp32-acc"``, ``"fp16-acc"``,
             ``"bf16-acc"``, ``"fp8-tensorcore"`` ...) or a :class:`GemmConfig`; the keyword
             arguments below override its fields.
         mult: format the operands are rounded to first (``None``: as given).
@@ -817,6 +826,9 @@ def matmul(
     bwd_cfg = cfg if bwd is None else get_gemm_config(bwd)
     if impl not in IMPLS:
         raise ValueError(f"impl={impl!r}; accepted: {', '.join(IMPLS)}")
+    ctx = _context.current()
+    if seed is None and ctx is not None and cfg.stochastic:
+        seed = ctx.seed * 1_000_003 + ctx.take(1)  # a fresh, reproducible stream per call
     s = _resolve_seed(seed, cfg)
     ka, kb = _backend(A), _backend(B)
     if ka != kb:
