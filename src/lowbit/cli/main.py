@@ -180,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seed of training and of SR (default 0)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=_demo)
+
+    # Subcommands of the higher layers live in their own modules; each adds its parser here.
+    from lowbit.cli import dr_cmd, train_cmd
+
+    train_cmd.register(sub)
+    dr_cmd.register(sub)
     return p
 
 

@@ -1,0 +1,1 @@
+"""Real data sets (layer 7): Fashion-MNIST (IDX), sklearn digits."""

@@ -1,0 +1,1 @@
+"""Neural-network layer (layer 5): quantizers, QuantConfig, quantize_, checkpoints."""
