@@ -1,1 +1,20 @@
-"""Small models (layer 7): ResNet-style CNN, MLP, ViT-style transformer."""
+"""Small models (layer 7): ResNet-style CNN, small CNN, MLP, ViT-style transformer.
+
+``build_model(name, *, in_channels, num_classes, image_size, **kw)`` and ``list_models()``.
+"""
+
+from lowbit.models.cnn import CNNSmall
+from lowbit.models.mlp import MLP
+from lowbit.models.registry import build_model, list_models
+from lowbit.models.resnet import BasicBlock, ResNetSmall
+from lowbit.models.vit import ViTTiny
+
+__all__ = [
+    "MLP",
+    "BasicBlock",
+    "CNNSmall",
+    "ResNetSmall",
+    "ViTTiny",
+    "build_model",
+    "list_models",
+]
