@@ -21,6 +21,22 @@ from lowbit.rounding import RoundMode, decode, encode, flip_bits, round
 
 __version__ = "0.1.0"
 
+# The torch-based layers are optional (pip install 'lowbit[torch]'): import them on first use so
+# that `import lowbit` needs only numpy and numba.
+_LAZY_MODULES = ("amp", "data", "methods", "models", "nn", "optim", "ptq", "train")
+_LAZY_NAMES = {"save": "lowbit.nn.checkpoint", "load": "lowbit.nn.checkpoint"}
+
+
+def __getattr__(name: str) -> object:
+    import importlib
+
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"lowbit.{name}")
+    if name in _LAZY_NAMES:
+        return getattr(importlib.import_module(_LAZY_NAMES[name]), name)
+    raise AttributeError(f"module 'lowbit' has no attribute {name!r}")
+
+
 __all__ = [
     "BlockFormat",
     "FixedFormat",
@@ -31,21 +47,31 @@ __all__ = [
     "PositFormat",
     "RoundMode",
     "__version__",
+    "amp",
     "arith",
     "array",
     "blocks",
+    "data",
     "decode",
     "dot",
     "encode",
     "flip_bits",
     "get_format",
     "linalg",
+    "load",
     "matmul",
+    "methods",
+    "models",
+    "nn",
+    "optim",
     "precision",
+    "ptq",
     "quantize_bfp",
     "quantize_fixed",
     "quantize_int",
     "quantize_mx",
     "round",
+    "save",
     "sum",
+    "train",
 ]
