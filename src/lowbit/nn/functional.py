@@ -147,7 +147,7 @@ def int_fake_quant(x: torch.Tensor, scale: torch.Tensor, qmin: int, qmax: int,
     if (impl == "auto" and m is RoundMode.RNE and x.dtype == torch.float32
             and x.device.type == "cpu" and scale.numel() == 1 and scale.dim() <= x.dim()
             and scale.dtype == torch.float32 and qmax - qmin < (1 << 24)):
-        from lowbit.nn._int_kernel import int_fake_quant_f32
+        from lowbit.kernels.int_fake_quant_numba import int_fake_quant_f32
 
         out = int_fake_quant_f32(x.contiguous().numpy(), float(scale), qmin, qmax)
         return torch.from_numpy(out).reshape(x.shape)
