@@ -26,7 +26,7 @@ $(VENV)/.bench-installed: $(VENV)/.test-installed
 	touch $@
 
 demo: $(VENV)/.demo-installed
-	$(BIN)/lowbit demo
+	$(BIN)/lowbit dr demo
 
 test: $(VENV)/.test-installed
 	$(BIN)/ruff check src tests benchmarks

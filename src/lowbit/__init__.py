@@ -25,6 +25,7 @@ __version__ = "0.1.0"
 # that `import lowbit` needs only numpy and numba.
 _LAZY_MODULES = ("amp", "data", "methods", "models", "nn", "optim", "ptq", "train")
 _LAZY_NAMES = {"save": "lowbit.nn.checkpoint", "load": "lowbit.nn.checkpoint"}
+_LAZY_ALIASES = {"dr": "lowbit.methods.double_rounding"}
 
 
 def __getattr__(name: str) -> object:
@@ -32,6 +33,8 @@ def __getattr__(name: str) -> object:
 
     if name in _LAZY_MODULES:
         return importlib.import_module(f"lowbit.{name}")
+    if name in _LAZY_ALIASES:
+        return importlib.import_module(_LAZY_ALIASES[name])
     if name in _LAZY_NAMES:
         return getattr(importlib.import_module(_LAZY_NAMES[name]), name)
     raise AttributeError(f"module 'lowbit' has no attribute {name!r}")
@@ -54,6 +57,7 @@ __all__ = [
     "data",
     "decode",
     "dot",
+    "dr",
     "encode",
     "flip_bits",
     "get_format",

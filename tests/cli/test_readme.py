@@ -14,8 +14,8 @@ from lowbit.cli.main import main
 README = Path(__file__).resolve().parents[2] / "README.md"
 TEXT = README.read_text()
 SETUP = (
-    "make demo   # creates .venv, installs lowbit, rounds real data to every 8/16-bit format, "
-    "prints the errors\n"
+    "make demo   # creates .venv, installs lowbit, trains one int8 model switchable to 8/6/4/2 "
+    "bits, prints its accuracy table\n"
     "make test   # creates .venv if needed, installs the test extras, runs ruff and the whole "
     "test suite\n"
 )
