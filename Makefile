@@ -29,7 +29,7 @@ demo: $(VENV)/.demo-installed
 	$(BIN)/lowbit dr demo
 
 test: $(VENV)/.test-installed
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks experiments examples
 	$(BIN)/python -m pytest -n 2 -q
 
 test-fast: $(VENV)/.test-installed
@@ -39,10 +39,11 @@ bench: $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/bench_matmul.py --markdown benchmarks/RESULTS.md
 	$(BIN)/python benchmarks/bench_arith.py --markdown benchmarks/RESULTS.md
+	$(BIN)/python benchmarks/bench_nn.py --markdown benchmarks/RESULTS.md
 
 lint: $(VENV)/.test-installed
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks experiments examples
+	$(BIN)/ruff format --check src tests benchmarks experiments examples
 
 data:
 	@if command -v apt-get >/dev/null; then \

@@ -105,7 +105,7 @@ def test_cast_spec_defaults():
     assert cfg.cast_spec("weight") == CastSpec("e4m3", "rne", "absmax", "per_channel", 0,
                                                None, None, "saturate")
     assert cfg.cast_spec("act") == CastSpec("int8", "rne", "absmax")
-    assert cfg.cast_spec("grad_act") == CastSpec("e5m2", "sr", "none", overflow="saturate")
+    assert cfg.cast_spec("grad_act") == CastSpec("e5m2", "sr", "none")
     assert cfg.cast_spec("grad_weight") == CastSpec("int8", "sr", "absmax")
     assert cfg.cast_spec("output") == CastSpec("bf16", "rne", "none", overflow=None)
     assert cfg.stochastic and not QuantConfig(weight="int8").stochastic
@@ -192,3 +192,25 @@ act = "none"
 def test_overrides_accept_a_mapping():
     cfg = QuantConfig.from_dict({"weight": "int8", "overrides": {"a": {"weight": "int4"}}})
     assert cfg.overrides == (("a", {"weight": "int4"}),)
+
+
+@pytest.mark.parametrize("grad_overflow", [None, "saturate"])
+def test_gradient_overflow_reaches_the_loss_scaler(grad_overflow):
+    # An e5m2 error signal beyond e5m2's max must become inf (torch's own float8 cast is the
+    # oracle) unless the user asks to saturate; otherwise a loss scaler never sees overflow.
+    torch = pytest.importorskip("torch")
+    from lowbit.nn import QuantConfig, quantize_
+
+    lin = quantize_(torch.nn.Linear(4, 3, bias=False),  # a bare layer: use the returned one
+                    QuantConfig(weight="e4m3", act="e4m3", grad_act="e5m2",
+                                grad_weight="e5m2", grad_overflow=grad_overflow))
+    x = torch.ones(2, 4, requires_grad=True)
+    g = torch.full((2, 3), 1e6)
+    lin(x).backward(g)
+    expected = g.to(torch.float8_e5m2).float()  # inf: torch's cast does not saturate
+    if grad_overflow == "saturate":
+        expected = torch.full_like(g, 57344.0)
+    assert torch.isinf(expected).all() == (grad_overflow is None)
+    # dL/dx = round(round(G) @ W_hat): inf rows stay non-finite, saturated ones stay finite
+    assert bool(torch.isfinite(x.grad).all()) == (grad_overflow == "saturate")
+    assert bool(torch.isfinite(lin.weight.grad).all()) == (grad_overflow == "saturate")

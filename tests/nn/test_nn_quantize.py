@@ -154,7 +154,7 @@ def test_summary_lists_every_layer():
     assert sorted(names) == sorted(set(leaves) - {""})
     row = {r["layer"]: r for r in s.rows}
     assert row["head"]["weight"] == "e4m3 rne sat"
-    assert row["head"]["grad_act"] == "e5m2 sr sat"
+    assert row["head"]["grad_act"] == "e5m2 sr"
     assert row["score"]["act"] == "a: e4m3 rne sat; b: e4m3 rne sat"
     assert row["score"]["weight"] == "-"
     assert row["emb"]["act"] == "-"

@@ -68,7 +68,7 @@ ROLES = ("weight", "act", "output", "grad_act", "grad_weight")
 # Per-layer overrides may change these; the rest (seed, skip, ...) are model-wide.
 _OVERRIDABLE = ("weight", "act", "grad_act", "grad_weight", "output", "weight_mode", "act_mode",
                 "grad_mode", "granularity", "group_size", "axis", "scaling", "grad_scaling",
-                "scale", "overflow")
+                "scale", "overflow", "grad_overflow")
 
 RECIPES: dict[str, dict[str, Any]] = {
     # torchao-style fp8 training: e4m3 forward, e5m2 backward, stochastic gradient rounding
@@ -184,8 +184,11 @@ class QuantConfig:
         grad_scaling: gradient scaling (None: absmax for int formats, none otherwise).
         scale: fixed scale (``scaling="fixed"``) or LSQ initial scale; finite and > 0.
         output: format of the layer output ``y`` (forward only; None: fp32).
-        overflow: overflow policy of float casts (None: ``"saturate"`` for formats of at most
-            8 bits, as torch's float8 casts, and the format's own default otherwise).
+        overflow: overflow policy of forward float casts (None: ``"saturate"`` for formats of
+            at most 8 bits, as torch's float8 casts, and the format's own default otherwise).
+        grad_overflow: overflow policy of gradient float casts (None: the format's own
+            default, inf for e5m2 and fp16 and NaN for e4m3fn, so that a loss scaler sees the
+            overflow and skips the step; ``"saturate"`` clamps instead).
         seed: base seed of every stochastic rounding stream.
         overrides: ``(fnmatch pattern, partial dict)`` pairs applied to matching layer names.
         skip: fnmatch patterns of layer names left in fp32.
@@ -208,6 +211,7 @@ class QuantConfig:
     scale: float | None = None
     output: str | None = None
     overflow: str | None = None
+    grad_overflow: str | None = None
     seed: int = 0
     overrides: tuple[tuple[str, Mapping[str, Any]], ...] = ()
     skip: tuple[str, ...] = ()
@@ -242,6 +246,8 @@ class QuantConfig:
             raise ValueError("scaling='fixed' needs scale (a float > 0)")
         if self.overflow is not None:
             _check_choice("overflow", self.overflow, OVERFLOWS)
+        if self.grad_overflow is not None:
+            _check_choice("grad_overflow", self.grad_overflow, OVERFLOWS)
         _check_int("seed", self.seed, minimum=0)
         for role in ("weight", "act", "output"):
             self._check_forward_scaling(role)
@@ -355,10 +361,10 @@ class QuantConfig:
             axis = 0 if self.axis is None else self.axis
         elif gran == "per_group":
             axis = 1 if self.axis is None else self.axis
-        overflow = self.overflow
+        overflow = self.grad_overflow if grad else self.overflow
         if not isinstance(fmt, FloatFormat):
             overflow = None  # integer/fixed/posit/MX casts always saturate
-        elif overflow is None and fmt.bits <= 8:
+        elif overflow is None and fmt.bits <= 8 and not grad:
             overflow = "saturate"
         return CastSpec(fmt=name, mode=mode, scaling=scaling, granularity=gran, axis=axis,
                         group_size=self.group_size if gran == "per_group" else None,
