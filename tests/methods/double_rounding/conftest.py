@@ -15,16 +15,6 @@ from _dr_tiny import TinyNet  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="session")
-def _one_thread():
-    """One intra-op thread: the suite runs two workers on two cores, and oversubscribed
-    threads make these small models ten times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def digits():
     """(train_loader, test_loader) of sklearn digits, 1×8×8, normalised; fixed shuffling."""
