@@ -66,7 +66,8 @@ def test_kernel_dispatch_rules() -> None:
     assert not _kernel_ok(x, f, 0, RoundMode.RNE, "saturate")  # not the last axis
     assert not _kernel_ok(x.T, f, 1, RoundMode.RNE, "saturate")  # not contiguous
     assert not _kernel_ok(x.astype(np.float64), f, 1, RoundMode.RNE, "saturate")
-    assert not _kernel_ok(x, f, 1, RoundMode.SR, "saturate")
+    for mode in RoundMode:  # every mode, the stochastic ones included
+        assert _kernel_ok(x, f, 1, mode, "saturate"), mode
     assert not _kernel_ok(x, f, 1, RoundMode.RNE, "nan")
 
 

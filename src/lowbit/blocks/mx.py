@@ -30,6 +30,7 @@ lowbit's choices where the spec leaves room (all documented on :func:`quantize_m
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +48,8 @@ from lowbit.blocks._common import (
 )
 from lowbit.formats import BlockFormat, FixedFormat, FloatFormat, get_format
 from lowbit.formats.registry import block_presets
-from lowbit.rounding.api import resolve_policy
+from lowbit.kernels.randbits import seed_keys
+from lowbit.rounding.api import DEFAULT_SR_BITS, resolve_policy
 from lowbit.rounding.api import round as lb_round
 from lowbit.rounding.codes import decode as lb_decode
 from lowbit.rounding.codes import encode as lb_encode
@@ -181,7 +183,7 @@ def _kernel_ok(x: Any, f: BlockFormat, axis: int, m: RoundMode, ov: str) -> bool
     if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim >= 1 and
             axis == x.ndim - 1 and x.flags.c_contiguous):
         return False
-    if m.stochastic or ov != "saturate" or f.scale_fmt.exp_bits > 8:
+    if ov != "saturate" or f.scale_fmt.exp_bits > 8:
         return False
     elem = f.elem
     if isinstance(elem, FloatFormat):
@@ -190,7 +192,8 @@ def _kernel_ok(x: Any, f: BlockFormat, axis: int, m: RoundMode, ov: str) -> bool
 
 
 def _run_kernel(x: np.ndarray, f: BlockFormat, block: int, rule: str, m: RoundMode,
-                out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                out: np.ndarray | None = None, seed: int | None = None,
+                rand_bits: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     from lowbit.blocks import _mx_numba
 
     n = x.shape[-1]
@@ -199,9 +202,21 @@ def _run_kernel(x: np.ndarray, f: BlockFormat, block: int, rule: str, m: RoundMo
         out = np.empty_like(x)
     scales = np.empty((*x.shape[:-1], nb), dtype=np.uint8)
     sf = f.scale_fmt
+    rb = DEFAULT_SR_BITS if rand_bits is None else int(rand_bits)
     _mx_numba.run(x, out, scales, block, f.elem_emax, f.elem, rule == "ceil", sf.emin, sf.emax,
-                  int(sf.bias), _scale_nan_code(sf), m)  # type: ignore[arg-type]
+                  int(sf.bias), _scale_nan_code(sf), m,  # type: ignore[arg-type]
+                  _stream_seed(seed, m), rb)
     return out, scales
+
+
+def _stream_seed(seed: int | None, m: RoundMode) -> int:
+    """The seed the draws use, as :func:`lowbit.round` picks it (a fresh one for ``None``)."""
+    if not m.stochastic:
+        return 0
+    if seed is None:
+        return secrets.randbits(63)
+    seed_keys(seed)  # validates: TypeError / ValueError naming the bad seed
+    return int(seed)
 
 
 def _kernel_view(x: Any) -> tuple[Any, Any]:
@@ -253,9 +268,10 @@ def quantize_mx(
     (rounded once, to nearest even) and ``scale_rule="ceil"`` blocks of fp32 inputs within
     one element step of fp32's max (the value 2^128 becomes inf).
 
-    Contiguous float32 inputs on the CPU (numpy, torch, jax) blocked along the last axis, in a
-    deterministic mode with ``overflow="saturate"``, run a fused numba kernel that is bit for
-    bit equal to the float64 reference (RNE at a good fraction of memory speed).
+    Contiguous float32 inputs on the CPU (numpy, torch, jax) blocked along the last axis, with
+    ``overflow="saturate"``, run a fused numba kernel in every mode that is bit for bit equal
+    to the float64 reference, stochastic draws included (RNE at a good fraction of memory
+    speed).
 
     Args:
         x: numpy array (float64/32/16, bfloat16), Python float or list, torch tensor or jax
@@ -292,14 +308,14 @@ def quantize_mx(
     if impl != "reference":
         xn, wrap = _kernel_view(x)
         if xn is not None and _kernel_ok(xn, f, ax, m, ov):
-            res, _ = _run_kernel(xn, f, blk, rule, m, out_np)
+            res, _ = _run_kernel(xn, f, blk, rule, m, out_np, seed, rand_bits)
             if out is not None:
                 return out
             return res if wrap is None else wrap(res)
         if impl == "kernel":
             raise ValueError("impl='kernel': the fused kernel covers contiguous float32 "
-                             "blocked along the last axis, deterministic modes, "
-                             "overflow='saturate'; this call is not covered")
+                             "blocked along the last axis with overflow='saturate'; this "
+                             "call is not covered")
     x64, restore, _ = to_float64(x)
     shape = x64.shape
     x64 = x64.reshape(shape or (1,))

@@ -42,13 +42,14 @@ from numba import njit, prange, set_parallel_chunksize
 
 from lowbit.formats import FixedFormat, FloatFormat, IntFormat
 from lowbit.kernels import float_numba_fp64 as k64
-from lowbit.kernels._nbutil import prefer_wide_vectors, rand_bits_lohi, u32, u64
+from lowbit.kernels._nbutil import mix32, prefer_wide_vectors, u32, u64
 from lowbit.kernels.randbits import seed_keys
 from lowbit.rounding.modes import RoundMode
 from lowbit.rounding.reference import EdgePolicy
 
 _U0 = np.uint32(0)
 _U1 = np.uint32(1)
+_U2 = np.uint32(2)
 _SIGN = np.uint32(0x80000000)
 _ABS = np.uint32(0x7FFFFFFF)
 _INF = np.uint32(0x7F800000)
@@ -67,10 +68,10 @@ _BF16 = np.dtype(ml_dtypes.bfloat16)
 
 # ---- the fp32 core ---------------------------------------------------------------------------
 @njit
-def _core32(a: Any, r: Any, stochastic: Any, s_norm: Any, tiny_bits: Any, qt_a: Any, pq: Any,
-            maxb: Any, ovf_pos: Any, ovf_neg: Any, infb: Any, hm: Any, om: Any, c1: Any,
-            pm: Any, nm: Any, rom: Any, thr_p: Any, thr_n: Any, nzm: Any, sr_kind: Any,
-            himask: Any, big_lim: Any) -> Any:
+def core32(a: Any, r: Any, stochastic: Any, s_norm: Any, tiny_bits: Any, qt_a: Any, pq: Any,
+           maxb: Any, ovf_pos: Any, ovf_neg: Any, infb: Any, hm: Any, om: Any, c1: Any,
+           pm: Any, nm: Any, rom: Any, thr_p: Any, thr_n: Any, nzm: Any, sr_kind: Any,
+           himask: Any, big_lim: Any, finite: Any) -> Any:
     """Round one fp32 bit pattern ``a``; returns the result's fp32 bits.
 
     Every mode dependence is a loop-invariant value, never a per-mode branch, so the body
@@ -86,7 +87,8 @@ def _core32(a: Any, r: Any, stochastic: Any, s_norm: Any, tiny_bits: Any, qt_a: 
     * stochastic modes compare the draw's top ``rand_bits`` bits with ``frac * 2^rand_bits``
       (ceiled for sr, floored for sr_bits) or take its top bit when inexact (sr_equal);
     * overflow goes to ``ovf_pos``/``ovf_neg`` (IEEE 754 §7.4: inf or max per mode and
-      sign), inf inputs to ``infb``; a NaN in gives +qNaN out, as the reference does.
+      sign), inf inputs to ``infb``; a NaN in gives +qNaN out, as the reference does
+      (``finite``, a constant, drops that step for callers whose inputs are all finite).
     """
     sgn = u32(a & _SIGN)
     ax = u32(a & _ABS)
@@ -101,29 +103,29 @@ def _core32(a: Any, r: Any, stochastic: Any, s_norm: Any, tiny_bits: Any, qt_a: 
     sig = u32(ax - u32(u32(e1 << _C23) - _HID))  # significand, hidden bit included
     odd = u32(u32(sig >> sc) & _U1)
     if stochastic:
-        # F = frac * 2^32 = rem * 2^(32 - s), exact when s <= 32; beyond, floored by the
-        # right shift and ceiled with its lost bits. With R = r >> (32 - rand_bits) and
-        # H = r & himask = R * 2^(32 - rand_bits):  R < frac * 2^rb  iff  H < ceil(F)  (sr);
-        # floor(frac * 2^rb) + R >= 2^rb  iff  (floor(F) & himask) + H >= 2^32  (sr_bits).
-        rem = u32(sig & mask)
-        le = s <= _C32
-        tl = u32(_C32 - s) if le else _U0
-        tl = tl if tl < _C31 else _C31
-        tr = _U0 if le else u32(s - _C32)
-        tr = tr if tr < _C31 else _C31
-        shr = u32(rem >> tr)
-        f_lo = u32(rem << tl) if le else shr
-        f_hi = f_lo if (le | (u32(shr << tr) == rem)) else u32(shr + _U1)
-        h = u32(r & himask)
-        if sr_kind == 0:
-            up = h < f_hi
-        elif sr_kind == 1:
-            # carry out of (f_lo & himask) + h, computed on halves: LLVM would turn the
-            # direct test into an overflow intrinsic that does not vectorize
-            a = u32(f_lo & himask)
-            up = u32(u32(a >> _U1) + u32(h >> _U1) + u32(a & h & _U1)) > _ABS
-        else:
+        rem = u32(sig & mask)  # the dropped bits: frac = rem / 2^s
+        if sr_kind == 2:
             up = (rem != _U0) & (r > _ABS)
+        else:
+            # F = frac * 2^32 = rem * 2^(32 - s) = (rem << ta) >> tb, one shift being 0;
+            # exact for s <= 32, floored beyond (tb capped at 31: rem < 2^24 is gone by then).
+            # H = r & himask = R * 2^(32 - rand_bits), R the draw's top rand_bits bits.
+            le = s <= _C32
+            ta = u32(_C32 - s) if le else _U0
+            ta = ta if ta < _C31 else _C31  # s = 0 only with rem = 0
+            tb = _U0 if le else u32(s - _C32)
+            tb = tb if tb < _C31 else _C31
+            h = u32(r & himask)
+            if sr_kind == 0:
+                # R < frac * 2^rb  iff  H < F  iff  H <= ceil(F) - 1 = floor((rem*2^ta - 1)
+                # / 2^tb)  (rem >= 1; an integer below F is below ceil(F))
+                up = (rem != _U0) & (h <= u32(u32(u32(rem << ta) - _U1) >> tb))
+            else:
+                # floor(frac * 2^rb) + R >= 2^rb  iff  A + H >= 2^32 with A = floor(F) &
+                # himask  iff  H > ~A. Compared as signed after flipping both sign bits: LLVM
+                # turns the unsigned form into an add-with-overflow that does not vectorize.
+                fl = u32(u32(u32(rem << ta) >> tb) & himask)
+                up = np.int32(h ^ _SIGN) > np.int32(u32(~fl) ^ _SIGN)
         mag_n = u32(u32(ax & ~mask) + (u32(_U1 << sc) if up else _U0))
     else:
         side = nm if neg else pm
@@ -135,7 +137,7 @@ def _core32(a: Any, r: Any, stochastic: Any, s_norm: Any, tiny_bits: Any, qt_a: 
     if mag > maxb:
         mag = ovf_neg if neg else ovf_pos
     res = u32(mag | u32(sgn & u32(nzm | (_ALL if mag != _U0 else _U0))))
-    if ax >= _INF:
+    if not finite and ax >= _INF:
         res = u32(infb | sgn) if ax == _INF else _QNAN
     return res
 
@@ -147,12 +149,27 @@ def _fill32(xs: Any, ds: Any, x0: Any, p: Any, k0: Any, k1: Any, off: Any) -> No
     The vectorized inner loop. It takes slices rather than start offsets because an index
     ``start + k`` that numba cannot prove non-negative gets a wrap-around select, which
     turns the loop's loads and stores into gathers and scatters. The draw index is carried
-    as two 32-bit words so that the hash stays in 32-bit lanes.
+    as two 32-bit words so that the hash stays in 32-bit lanes; the high word only changes
+    where the low word wraps, so the slice is split there and each part keeps it constant.
     """
+    if p[0] == _U0:
+        _fill32_det(xs, ds, p)
+        return
+    start = u64(off + u64(x0))
+    lo0 = u32(start & _LO32)
+    hi0 = u32(start >> _S32)
+    first = min(xs.size, np.int64(1 << 32) - np.int64(lo0))  # elements before the wrap
+    _fill32_sr(xs[:first], ds[:first], p, lo0, u32(hi0 ^ k1), k0)
+    if first < xs.size:
+        _fill32_sr(xs[first:], ds[first:], p, _U0, u32(u32(hi0 + _U1) ^ k1), k0)
+
+
+@njit(cache=True, fastmath=False)
+def _fill32_det(xs: Any, ds: Any, p: Any) -> None:
+    """:func:`_fill32` for the deterministic modes."""
     prefer_wide_vectors()
     # Read as uint32 locals before the loop: values truncated from int64 inside the loop
     # would let LLVM turn 32-bit selects into 64-bit ones, halving the vector width.
-    stochastic = p[0] != _U0
     s_norm = p[1]
     tiny_bits = p[2]
     qt_a = p[3]
@@ -170,25 +187,53 @@ def _fill32(xs: Any, ds: Any, x0: Any, p: Any, k0: Any, k1: Any, off: Any) -> No
     thr_p = p[15]
     thr_n = p[16]
     nzm = p[17]
+    big_lim = p[20]
+    for k in range(xs.size):
+        ds[k] = core32(xs[k], _U0, False, s_norm, tiny_bits, qt_a, pq, maxb, ovf_pos,
+                       ovf_neg, infb, hm, om, c1, pm, nm, rom, thr_p, thr_n, nzm, _U0, _U0,
+                       big_lim, False)
+
+
+@njit(cache=True, fastmath=False)
+def _fill32_sr(xs: Any, ds: Any, p: Any, lo0: Any, hk: Any, k0: Any) -> None:
+    """:func:`_fill32` for the stochastic modes: element ``k`` draws
+    ``mix32(mix32((lo0 + k) ^ k0) ^ hk)`` (``hk`` = high index word ^ key1; no wrap here).
+
+    One loop per SR kind with the kind a constant, so that each loop carries only its own
+    decision (one generic loop that selects among the three runs ~1.5x slower). Overflow
+    goes to the same result for both signs in every SR mode (they overflow as the nearest
+    modes do, IEEE 754 §7.4), so ``ovf_pos`` serves both.
+    """
+    prefer_wide_vectors()
+    s_norm = p[1]
+    tiny_bits = p[2]
+    qt_a = p[3]
+    pq = p[4]
+    maxb = p[5]
+    ovf = p[6]
+    infb = p[8]
+    nzm = p[17]
     sr_kind = p[18]
     himask = p[19]
     big_lim = p[20]
-    if stochastic:
-        start = u64(off + u64(x0))
-        lo0 = u32(start & _LO32)
-        hi0 = u32(start >> _S32)
+    if sr_kind == _U0:
         for k in range(xs.size):
-            lo = u32(lo0 + u32(k))
-            hi = u32(hi0 + (_U1 if lo < lo0 else _U0))  # carry into the index's high word
-            r = rand_bits_lohi(lo, hi, k0, k1)
-            ds[k] = _core32(xs[k], r, True, s_norm, tiny_bits, qt_a, pq, maxb, ovf_pos,
-                            ovf_neg, infb, hm, om, c1, pm, nm, rom, thr_p, thr_n, nzm,
-                            sr_kind, himask, big_lim)
+            r = mix32(u32(mix32(u32(u32(lo0 + u32(k)) ^ k0)) ^ hk))
+            ds[k] = core32(xs[k], r, True, s_norm, tiny_bits, qt_a, pq, maxb, ovf, ovf,
+                           infb, _U0, _U0, _U0, _U0, _U0, _U0, _U0, _U0, nzm, _U0, himask,
+                           big_lim, False)
+    elif sr_kind == _U1:
+        for k in range(xs.size):
+            r = mix32(u32(mix32(u32(u32(lo0 + u32(k)) ^ k0)) ^ hk))
+            ds[k] = core32(xs[k], r, True, s_norm, tiny_bits, qt_a, pq, maxb, ovf, ovf,
+                           infb, _U0, _U0, _U0, _U0, _U0, _U0, _U0, _U0, nzm, _U1, himask,
+                           big_lim, False)
     else:
         for k in range(xs.size):
-            ds[k] = _core32(xs[k], _U0, False, s_norm, tiny_bits, qt_a, pq, maxb, ovf_pos,
-                            ovf_neg, infb, hm, om, c1, pm, nm, rom, thr_p, thr_n, nzm,
-                            sr_kind, himask, big_lim)
+            r = mix32(u32(mix32(u32(u32(lo0 + u32(k)) ^ k0)) ^ hk))
+            ds[k] = core32(xs[k], r, True, s_norm, tiny_bits, qt_a, pq, maxb, ovf, ovf,
+                           infb, _U0, _U0, _U0, _U0, _U0, _U0, _U0, _U0, nzm, _U2, himask,
+                           big_lim, False)
 
 
 _BLOCK = 1 << 16  # elements per parallel work item (256 KiB of fp32)
@@ -215,8 +260,8 @@ _ALL_ONES = -1  # all ones once stored as uint32
 _OVERFLOW_TO_INF = {RoundMode.RTZ: (False, False), RoundMode.RO: (False, False),
                     RoundMode.RU: (True, False), RoundMode.RD: (False, True)}
 _SR_KIND = {RoundMode.SR: 0, RoundMode.SR_BITS: 1, RoundMode.SR_EQUAL: 2}
-# bias terms (hm, om, c1, pm, nm, rom; see _core32) of each deterministic mode
-_BIAS = {
+# bias terms (hm, om, c1, pm, nm, rom; see core32) of each deterministic mode
+BIAS = {
     RoundMode.RNE: (_ALL_ONES, 1, 0, 0, 0, 0),
     RoundMode.RNA: (_ALL_ONES, 0, 1, 0, 0, 0),
     RoundMode.RNZ: (_ALL_ONES, 0, 0, 0, 0, 0),
@@ -231,7 +276,7 @@ def _pow2_bits32(k: int) -> int:
     return int(np.float32(2.0**k).view(np.uint32)) if k >= -149 else 0
 
 
-def _thresholds(mode: RoundMode, hb: int, tie_up: bool) -> tuple[int, int]:
+def thresholds(mode: RoundMode, hb: int, tie_up: bool) -> tuple[int, int]:
     """Rounds up iff ``|x| > thr`` when the kept part is 0 (``|x| < 2^q``, ``hb`` = bits of
     ``2^(q-1)``), for (positive, negative) inputs; ``-1`` (all ones) means never."""
     never = _ALL_ONES
@@ -275,7 +320,7 @@ def _params32(fmt: FloatFormat, pol: EdgePolicy) -> np.ndarray | None:
     rb = pol.rand_bits
     vals = (int(mode.stochastic), 23 - m, _pow2_bits32(emin), q_t + 150, _pow2_bits32(q_t),
             maxb, infb if to_inf_pos else maxb, infb if to_inf_neg else maxb, infb,
-            *_BIAS.get(mode, (0,) * 6), *_thresholds(mode, _pow2_bits32(q_t - 1), tie_up),
+            *BIAS.get(mode, (0,) * 6), *thresholds(mode, _pow2_bits32(q_t - 1), tie_up),
             _ALL_ONES if fmt.has_neg_zero else 0, _SR_KIND.get(mode, 0),
             ((1 << rb) - 1) << (32 - rb), 22 if tie_up else 23)
     return np.array([v & 0xFFFFFFFF for v in vals], dtype=np.uint32)
