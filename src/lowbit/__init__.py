@@ -25,7 +25,10 @@ __version__ = "0.1.0"
 # that `import lowbit` needs only numpy and numba.
 _LAZY_MODULES = ("amp", "data", "methods", "models", "nn", "optim", "ptq", "train")
 _LAZY_NAMES = {"save": "lowbit.nn.checkpoint", "load": "lowbit.nn.checkpoint"}
-_LAZY_ALIASES = {"dr": "lowbit.methods.double_rounding"}
+_LAZY_ALIASES = {
+    "autonumerics": "lowbit.methods.autonumerics",
+    "dr": "lowbit.methods.double_rounding",
+}
 
 
 def __getattr__(name: str) -> object:
@@ -53,6 +56,7 @@ __all__ = [
     "amp",
     "arith",
     "array",
+    "autonumerics",
     "blocks",
     "data",
     "decode",

@@ -180,11 +180,10 @@ def format_baselines(problem: Any, degrees: Iterable[int], *, tuned: bool = Fals
     polynomials with coefficients rounded to the format, scored exhaustively.
 
     ``tuned=True`` adds ``"minimax+tuned"`` rows: the minimax coefficients walked over
-    neighbouring format values while the exhaustive error drops (the same discrete tuning the
-    search applies to its own programs), to separate gains of structure from gains of tuning.
+    neighbouring format values while the exhaustive error drops (the same tuning the search's
+    polish applies to its own programs, :meth:`FormatProblem.refit`), to separate gains of
+    structure from gains of tuning.
     """
-    from lowbit.methods.autonumerics.constants import refine_discrete
-
     t = problem.target
     i = problem._fit_idx
     center = problem.interval[0] if taylor_center is None else taylor_center
@@ -194,8 +193,8 @@ def format_baselines(problem: Any, degrees: Iterable[int], *, tuned: bool = Fals
         p = round_constants(horner(c), problem.fmt)
         out.append(Baseline("minimax", d, p.ops, problem.score(p)[0], p))
         if tuned:
-            q, best, _ = refine_discrete(p, problem.score, problem.fmt)
-            out.append(Baseline("minimax+tuned", d, q.ops, best[0], q))
+            q, best = problem.refit(p)
+            out.append(Baseline("minimax+tuned", d, q.ops, best, q))
         p = round_constants(horner(taylor_coefficients(t, d, center)), problem.fmt)
         out.append(Baseline("taylor", d, p.ops, problem.score(p)[0], p))
     return out

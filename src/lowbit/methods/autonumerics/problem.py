@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -62,15 +61,22 @@ class RealProblem:
         truth = reference(self.target, x)
         return x, truth, weights(self.target, truth)
 
-    def fit(self, program: Program, seed: int = 0, **_: Any) -> tuple[Program, float]:
-        """Fitted constants and the error on the fit points."""
+    def fit(self, program: Program, seed: int = 0,
+            hint: float | None = None) -> tuple[Program, float]:
+        """Fitted constants and the error on the fit points.
+
+        ``hint``: the best error known at this size; a nonlinear program whose least-squares
+        fit is 4x worse skips the minimax polish.
+        """
+        give_up = None if hint is None or not np.isfinite(hint) else 4 * hint
         return fit_constants(program, self.x, self.truth, self.weight,
-                             rng=np.random.default_rng(seed))
+                             rng=np.random.default_rng(seed), give_up_above=give_up)
 
     def refit(self, program: Program, n: int = 3001) -> tuple[Program, float]:
         """Refit on ``n`` points (the baselines' grid) starting from the current constants."""
         x, truth, w = self.points(n)
-        return fit_constants(program, x, truth, w, rng=np.random.default_rng(0), restarts=1)
+        return fit_constants(program, x, truth, w, rng=np.random.default_rng(0), restarts=3,
+                             nelder_mead=40)
 
     def validate(self, program: Program) -> float:
         """The error on ``n_valid`` equally spaced points."""
@@ -99,7 +105,10 @@ class FormatProblem:
         from lowbit.rounding.modes import as_mode
 
         self.target = get_target(self.target)
-        self.mode = as_mode(self.mode).value
+        m = as_mode(self.mode)
+        self.mode = m.value
+        if m.stochastic and self.seed is None:
+            self.seed = 0  # the exhaustive score must be reproducible
         self.x = format_inputs(self.fmt, self.interval)
         if self.x.size == 0:
             raise ValueError(f"{self.fmt} has no values in {self.interval}")
@@ -126,23 +135,34 @@ class FormatProblem:
         e = self.errors(program)
         return float(np.max(e)), float(np.mean(e))
 
-    def fit(self, program: Program, seed: int = 0, **_: Any) -> tuple[Program, float]:
-        """Exact-arithmetic fit, constants rounded and tuned in the format; exhaustive error."""
+    def fit(self, program: Program, seed: int = 0,
+            hint: float | None = None) -> tuple[Program, float]:
+        """Exact-arithmetic fit, constants rounded and tuned in the format; exhaustive error.
+
+        The discrete tuning runs when the rounded program is within ``refine_below`` ulps and,
+        given ``hint`` (the best error known at this size), within ``2 hint + 1`` ulps.
+        """
         i = self._fit_idx
+        ok = hint is not None and np.isfinite(hint)
         p, e_real = fit_constants(program, self.x[i], self.truth[i], self.ulps[i],
-                                  rng=np.random.default_rng(seed))
+                                  rng=np.random.default_rng(seed),
+                                  give_up_above=4 * hint + 4 if ok else None)
         if not np.isfinite(e_real):
             return round_constants(p, self.fmt), float("inf")
         p = round_constants(p, self.fmt)
         first = self.score(p)
-        if first[0] > self.refine_below or not p.constant_slots:
+        limit = min(self.refine_below, 2 * hint + 1) if ok else self.refine_below
+        if first[0] > limit or not p.constant_slots:
             return p, first[0]
         p, best, _ = refine_discrete(p, self.score, self.fmt)
         return p, best[0]
 
     def refit(self, program: Program, n: int = 0) -> tuple[Program, float]:
-        """Tune the constants further (discrete walk from the current ones)."""
-        p, best, _ = refine_discrete(program, self.score, self.fmt, steps=(1, 2, 3, 4, 6, 8))
+        """Tune the constants further: longer single steps and joint moves of two constants
+        (radius 2 up to five constants, else 1)."""
+        radius = 2 if len(program.constant_slots) <= 5 else 1
+        p, best, _ = refine_discrete(program, self.score, self.fmt, steps=(1, 2, 3, 4, 6, 8),
+                                     pair_radius=radius)
         return p, best[0]
 
     def validate(self, program: Program) -> float:

@@ -339,7 +339,7 @@ def affine_form(program: Program, x: Any) -> tuple[np.ndarray, np.ndarray]:
     h: dict[int, np.ndarray] = {0: xs}
     g: dict[int, np.ndarray | None] = {0: None}  # None: no constant involved
     with np.errstate(all="ignore"):
-        for i in sorted(program.reachable):
+        for i in sorted(program.reachable - {0}):
             v = program.vertices[i]
             if v.op == "const":
                 h[i] = np.zeros(n)
@@ -391,7 +391,7 @@ def jacobian(program: Program, x: Any) -> tuple[np.ndarray, np.ndarray]:
     val: dict[int, np.ndarray] = {0: xs}
     der: dict[int, np.ndarray] = {0: np.zeros((n, k))}
     with np.errstate(all="ignore"):
-        for i in sorted(program.reachable):
+        for i in sorted(program.reachable - {0}):
             v = program.vertices[i]
             a = v.args
             d = np.zeros((n, k))
