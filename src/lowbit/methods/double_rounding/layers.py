@@ -98,6 +98,17 @@ class _DRLayer:
     bits: int
     method: str
 
+    def _adopt(self, src: nn.Conv2d | nn.Linear, widths: tuple[int, ...], h: int) -> None:
+        """Take over ``src``'s weight and bias, then set up the quantizers."""
+        with torch.no_grad():
+            self.weight.copy_(src.weight)
+            if src.bias is not None:
+                self.bias.copy_(src.bias)  # type: ignore[attr-defined]
+        self._setup(widths, h)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, widths={self.widths}, bits={self.bits}"  # type: ignore[misc]
+
     def _setup(self, widths: tuple[int, ...], h: int) -> None:
         self.widths = _check_widths(widths, h)
         self.h = h
@@ -155,15 +166,8 @@ class DRConv2d(_DRLayer, nn.Conv2d):
             device=conv.weight.device,
             dtype=conv.weight.dtype,
         )
-        with torch.no_grad():
-            m.weight.copy_(conv.weight)
-            if conv.bias is not None:
-                m.bias.copy_(conv.bias)
-        m._setup(widths, h)
+        m._adopt(conv, widths, h)
         return m
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, widths={self.widths}, bits={self.bits}"
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.act_quant(x, self.bits)
@@ -185,15 +189,8 @@ class DRLinear(_DRLayer, nn.Linear):
             device=lin.weight.device,
             dtype=lin.weight.dtype,
         )
-        with torch.no_grad():
-            m.weight.copy_(lin.weight)
-            if lin.bias is not None:
-                m.bias.copy_(lin.bias)
-        m._setup(widths, h)
+        m._adopt(lin, widths, h)
         return m
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, widths={self.widths}, bits={self.bits}"
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.act_quant(x, self.bits)
