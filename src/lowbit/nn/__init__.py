@@ -35,8 +35,10 @@ from lowbit.nn.quantize import (
     QuantSummary,
     dequantize_,
     is_quantized,
+    methods,
     quantize_,
     register_handler,
+    register_method,
     summary,
 )
 from lowbit.nn.quantizers import (
@@ -71,8 +73,10 @@ __all__ = [
     "is_quantized",
     "lsq_quantize",
     "make_quantizer",
+    "methods",
     "quantize_",
     "register_handler",
+    "register_method",
     "round_grad",
     "rounding_hook",
     "summary",

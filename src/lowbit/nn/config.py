@@ -49,6 +49,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -60,15 +61,16 @@ from lowbit.rounding.api import resolve_policy
 from lowbit.rounding.modes import as_mode
 
 GRANULARITIES = ("per_tensor", "per_channel", "per_group")
-SCALINGS = ("none", "absmax", "lsq", "fixed")
-GRAD_SCALINGS = ("none", "absmax")
+SCALINGS = ("none", "absmax", "lsq", "fixed", "s2fp8")
+GRAD_SCALINGS = ("none", "absmax", "s2fp8")
 OVERFLOWS = ("saturate", "inf", "nan")
 FORMAT_FIELDS = ("weight", "act", "grad_act", "grad_weight", "output", "grad_before_allreduce")
 ROLES = ("weight", "act", "output", "grad_act", "grad_weight")
 # Per-layer overrides may change these; the rest (seed, skip, ...) are model-wide.
 _OVERRIDABLE = ("weight", "act", "grad_act", "grad_weight", "output", "weight_mode", "act_mode",
                 "grad_mode", "granularity", "group_size", "axis", "scaling", "grad_scaling",
-                "scale", "overflow", "grad_overflow")
+                "scale", "overflow", "grad_overflow", "gemm", "attention_mult")
+_LMUL = re.compile(r"lmul([1-9]|1[0-9]|2[0-3])")
 
 RECIPES: dict[str, dict[str, Any]] = {
     # torchao-style fp8 training: e4m3 forward, e5m2 backward, stochastic gradient rounding
@@ -194,6 +196,15 @@ class QuantConfig:
         skip: fnmatch patterns of layer names left in fp32.
         grad_before_allreduce: format gradients are rounded to before the DDP all-reduce
             (mode ``grad_mode``), see :mod:`lowbit.nn.distributed`.
+        gemm: the emulated GEMM (:class:`lowbit.arith.GemmConfig` preset name or its
+            ``to_dict()``) that computes the matmuls of Linear/Conv/MatMul layers, forward and
+            backward, instead of torch's fp32 matmul (None: torch's).
+        attention_mult: multiplier of ``lowbit.nn.MatMul`` layers only (the attention
+            matmuls): ``"lmulN"`` (L-Mul with N mantissa bits) or a float format name
+            (operands rounded to it, exact products); accumulation in fp32.
+        method: a layer-6 method whose registered handlers swap the layers
+            (``"dfp16"``, ``"a2q"``, ...; see :func:`lowbit.nn.register_method`).
+        method_args: JSON-able arguments of ``method``.
     """
 
     weight: str | None = None
@@ -216,6 +227,10 @@ class QuantConfig:
     overrides: tuple[tuple[str, Mapping[str, Any]], ...] = ()
     skip: tuple[str, ...] = ()
     grad_before_allreduce: str | None = None
+    gemm: str | Mapping[str, Any] | None = None
+    attention_mult: str | None = None
+    method: str | None = None
+    method_args: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for f in FORMAT_FIELDS:
@@ -269,7 +284,57 @@ class QuantConfig:
                                                              for p in self.skip):
             raise TypeError(f"skip must be a tuple of fnmatch patterns, got {self.skip!r}")
         object.__setattr__(self, "skip", tuple(self.skip))
+        self._check_extensions()
         object.__setattr__(self, "overrides", self._normalise_overrides(self.overrides))
+
+    def _check_extensions(self) -> None:
+        for role, name in (("scaling", self.scaling), ("grad_scaling", self.grad_scaling)):
+            if name != "s2fp8":
+                continue
+            roles = ("weight", "act", "output") if role == "scaling" else ("grad_act",
+                                                                            "grad_weight")
+            for r in roles:
+                fmt_name = getattr(self, r)
+                if fmt_name is not None and not isinstance(_get_format(fmt_name), FloatFormat):
+                    raise ValueError(f"{role}='s2fp8' needs float formats; {r}={fmt_name!r} is "
+                                     "not one (S2FP8 stores e5m2)")
+        if self.gemm is not None:
+            from lowbit.arith.matmul import GemmConfig, get_gemm_config
+
+            g = self.gemm
+            if isinstance(g, GemmConfig):
+                g = g.to_dict()
+            if isinstance(g, str):
+                get_gemm_config(g)  # raises ValueError naming the presets
+            elif isinstance(g, Mapping):
+                g = GemmConfig.from_dict(dict(g)).to_dict()  # canonical: every key present
+            else:
+                raise TypeError(f"gemm must be a GemmConfig preset name, a GemmConfig or its "
+                                f"to_dict(), got {type(g).__name__}")
+            object.__setattr__(self, "gemm", g)
+        if self.attention_mult is not None:
+            am = self.attention_mult
+            if not isinstance(am, str):
+                raise TypeError(f"attention_mult must be a string, got {type(am).__name__}")
+            if not _LMUL.fullmatch(am):
+                try:
+                    fmt = _get_format(am)
+                except ValueError:
+                    fmt = None
+                if not isinstance(fmt, FloatFormat):
+                    raise ValueError(f"attention_mult={am!r}; accepted: 'lmul1' .. 'lmul23' "
+                                     "(L-Mul mantissa bits) or a float format name such as "
+                                     "'e4m3', 'e5m2', 'bf16'")
+        if self.method is not None and not isinstance(self.method, str):
+            raise TypeError(f"method must be a string, got {type(self.method).__name__}")
+        if not isinstance(self.method_args, Mapping):
+            raise TypeError(f"method_args must be a mapping, got "
+                            f"{type(self.method_args).__name__}")
+        try:
+            json.dumps(dict(self.method_args))
+        except TypeError as err:
+            raise TypeError(f"method_args must be JSON-able: {err}") from None
+        object.__setattr__(self, "method_args", dict(self.method_args))
 
     # ---- validation helpers -----------------------------------------------------------------
     def _check_forward_scaling(self, role: str) -> None:
@@ -328,8 +393,9 @@ class QuantConfig:
 
     @property
     def is_fp32(self) -> bool:
-        """True when no tensor of a layer is rounded."""
-        return all(getattr(self, r) is None for r in ROLES)
+        """True when no tensor of a layer is rounded and its matmuls are torch's own."""
+        return (all(getattr(self, r) is None for r in ROLES) and self.gemm is None
+                and self.attention_mult is None and self.method is None)
 
     def cast_spec(self, role: str) -> CastSpec | None:
         """The resolved :class:`CastSpec` of ``role`` (one of ``ROLES``), or None (fp32)."""
@@ -386,6 +452,8 @@ class QuantConfig:
                 v = [[p, dict(partial)] for p, partial in v]
             elif f.name == "skip":
                 v = list(v)
+            elif f.name in ("method_args", "gemm") and isinstance(v, Mapping):
+                v = dict(v)
             d[f.name] = v
         return d
 
@@ -442,6 +510,8 @@ class QuantConfig:
                 if f.default is not None:
                     raise ValueError(f"{f.name}=None cannot be written to TOML")
                 continue
+            if f.name == "gemm" and isinstance(v, Mapping):
+                v = {k: x for k, x in v.items() if x is not None}  # None = GemmConfig default
             lines.append(f"{f.name} = {_toml_value(v)}")
         for pattern, partial in self.overrides:
             lines.append("")
@@ -560,6 +630,9 @@ def _toml_value(v: Any) -> str:
         return json.dumps(v)  # a TOML basic string is a JSON string for these characters
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, Mapping):  # an inline table; TOML has no null, so None entries are errors
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_value(x)}"
+                               for k, x in v.items()) + "}"
     raise TypeError(f"cannot write {v!r} to TOML")
 
 

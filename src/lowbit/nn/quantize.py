@@ -60,6 +60,29 @@ def register_handler(module_type: type[nn.Module], handler: Handler) -> None:
     _HANDLERS[module_type] = handler
 
 
+_METHOD_HANDLERS: dict[tuple[str, type[nn.Module]], Handler] = {}
+
+
+def register_method(method: str, module_type: type[nn.Module], handler: Handler) -> None:
+    """Make ``quantize_`` swap ``module_type`` with ``handler`` when ``config.method == method``.
+
+    Layer-6 methods (DFP-16, A2Q, ...) register their layers on import; a config naming a
+    method uses these handlers first and the default ones for the other module types.
+    """
+    if not isinstance(method, str) or not method:
+        raise TypeError(f"method must be a non-empty string, got {method!r}")
+    if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
+        raise TypeError(f"module_type must be an nn.Module subclass, got {module_type!r}")
+    if not callable(handler):
+        raise TypeError(f"handler must be callable, got {handler!r}")
+    _METHOD_HANDLERS[(method, module_type)] = handler
+
+
+def methods() -> list[str]:
+    """Names of the registered methods (``QuantConfig.method`` values)."""
+    return sorted({m for m, _ in _METHOD_HANDLERS})
+
+
 def handlers() -> dict[type[nn.Module], Handler]:
     """The registry (a copy)."""
     return dict(_HANDLERS)
@@ -119,10 +142,16 @@ def quantize_(model: nn.Module, config: QuantConfig,
     if is_quantized(model):
         raise ValueError("model is already quantized; call lowbit.nn.dequantize_(model) "
                          "first to swap the float layers back, then quantize_ it again")
+    if config.method is not None and config.method not in methods():
+        raise ValueError(f"method={config.method!r} is not registered; registered: "
+                         f"{', '.join(methods()) or 'none'} (lowbit.recipes imports the "
+                         "methods that register themselves)")
     replaced: dict[int, nn.Module] = {}
     notes: dict[str, str] = {}
     for name, mod in list(model.named_modules()):
         handler = _HANDLERS.get(type(mod))
+        if config.method is not None:
+            handler = _METHOD_HANDLERS.get((config.method, type(mod)), handler)
         if handler is None:
             continue
         if config.skips(name):
