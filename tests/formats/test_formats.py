@@ -255,3 +255,20 @@ def test_own_decoder_sanity_on_fp16():
     assert dec(0x3C00) == 1 and dec(0x7BFF) == 65504 and dec(0x0001) == Fr(1, 2**24)
     assert dec(0x8000) == "-0" and dec(0x7C00) == "+inf" and dec(0xFC00) == "-inf"
     assert dec(0x7E00) == "nan" and dec(0xC000) == -2
+
+
+def test_register_format_is_found_by_name_but_not_listed_as_a_preset() -> None:
+    from lowbit.formats import register_format
+
+    fmt = lb.FloatFormat(3, 4, bias=5, special="none", name="test_e3m4_b5")
+    register_format(fmt, "Test-Alias-E3M4")
+    register_format(fmt)  # idempotent
+    assert lb.get_format("TEST_E3M4_B5") == fmt
+    assert lb.get_format("test-alias-e3m4") == fmt
+    assert "test_e3m4_b5" not in lb.formats.presets()
+    with pytest.raises(ValueError, match="already registered"):
+        register_format(lb.FloatFormat(3, 4, name="test_e3m4_b5"))
+    with pytest.raises(ValueError, match="already registered"):
+        register_format(lb.FloatFormat(3, 4, name="bf16"))
+    with pytest.raises(TypeError, match="FloatFormat"):
+        register_format("e3m4")  # type: ignore[arg-type]

@@ -182,11 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_demo)
 
     # Subcommands of the higher layers live in their own modules; each adds its parser here.
-    from lowbit.cli import autonumerics_cmd, dr_cmd, train_cmd
+    from lowbit.cli import assign_cmd, autonumerics_cmd, dr_cmd, train_cmd
 
     train_cmd.register(sub)
     dr_cmd.register(sub)
     autonumerics_cmd.register(sub)
+    assign_cmd.register(sub)
     return p
 
 

@@ -13,6 +13,7 @@ from lowbit.formats.registry import (
     get_format,
     known_names,
     presets,
+    register_format,
 )
 
 __all__ = [
@@ -29,4 +30,5 @@ __all__ = [
     "get_format",
     "known_names",
     "presets",
+    "register_format",
 ]

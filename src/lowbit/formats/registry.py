@@ -25,6 +25,11 @@ _BLOCKS: dict[str, BlockFormat] = {}
 _ALIASES: dict[str, str] = {}
 
 
+# Formats added at run time by register_format: found by get_format, but not listed among the
+# presets (whose tables and exhaustive tests must not depend on what happened to be imported).
+_USER: dict[str, Format] = {}
+
+
 def _add(fmt: Format, *aliases: str) -> None:
     _PRESETS[fmt.name] = fmt
     for a in aliases:
@@ -78,6 +83,30 @@ _RE_INT = re.compile(r"^(u?)int(\d+)$")
 def known_names() -> list[str]:
     """Every preset name and alias, sorted."""
     return sorted([*_PRESETS, *_BLOCKS, *_ALIASES])
+
+
+def register_format(fmt: Format, *aliases: str) -> None:
+    """Make ``get_format(fmt.name)`` (and each alias) return ``fmt``; idempotent.
+
+    For formats a method or a user defines (e.g. the HFP8 formats of Lee et al.) so that
+    configs naming them round-trip through JSON/TOML. Names are matched case-insensitively.
+
+    Raises:
+        TypeError: ``fmt`` is not an element format, or it has no name.
+        ValueError: a name is already taken by a different format.
+    """
+    if not isinstance(fmt, (FloatFormat, PositFormat, FixedFormat, IntFormat)):
+        raise TypeError(f"fmt must be a FloatFormat, PositFormat, FixedFormat or IntFormat, "
+                        f"got {type(fmt).__name__}")
+    if not fmt.name:
+        raise TypeError("fmt needs a name (pass name=... when constructing it)")
+    keys = [k.strip().lower().replace(" ", "") for k in (fmt.name, *aliases)]
+    for key, k in zip((fmt.name, *aliases), keys, strict=True):
+        known = (_PRESETS.get(_ALIASES.get(k, k)) or _BLOCKS.get(k) or _USER.get(k))
+        if known is not None and known != fmt:
+            raise ValueError(f"format name {key!r} is already registered as {known!r}")
+    for k in keys:
+        _USER[k] = fmt
 
 
 def presets() -> dict[str, Format]:
@@ -137,6 +166,8 @@ def get_format(fmt: AnyFormat | str) -> AnyFormat:
         return _PRESETS[key]
     if key in _BLOCKS:
         return _BLOCKS[key]
+    if key in _USER:
+        return _USER[key]
     try:
         parsed = _parse(key)
     except (ValueError, TypeError) as err:
