@@ -3,6 +3,7 @@
 ``build_model(name, *, in_channels, num_classes, image_size, **kw)`` and ``list_models()``.
 """
 
+from lowbit.models.charlm import CharTransformerLM, build_charlm
 from lowbit.models.cnn import CNNSmall
 from lowbit.models.mlp import MLP
 from lowbit.models.registry import build_model, list_models
@@ -13,8 +14,10 @@ __all__ = [
     "MLP",
     "BasicBlock",
     "CNNSmall",
+    "CharTransformerLM",
     "ResNetSmall",
     "ViTTiny",
+    "build_charlm",
     "build_model",
     "list_models",
 ]
