@@ -28,6 +28,43 @@ called ``name`` draws from ``derive_seed(config.seed, name, role)``; the layer k
 forward calls, and the step ``t`` and
 stream (0: ``dL/dy``, ``dL/dW``; 1: ``dL/dx``, ``dL/db``; 2: ``dL/db`` of MatMul) pick the
 counter offset, so runs are reproducible and every step draws fresh bits.
+
+Emulated GEMM (``config.gemm``, a :class:`lowbit.arith.GemmConfig` preset name or dict):
+Linear, Conv1d/Conv2d and MatMul compute their matmul with :func:`lowbit.matmul` instead of
+torch's float32 matmul, forward and backward (``lowbit.matmul``'s autograd runs both backward
+matmuls, ``dL/dx̂ = G·Ŵ`` and ``dL/dŴ = Gᵀ·x̂``, with the same GemmConfig). The roles still
+apply around it: ``x̂ = Q_act(x)`` and ``Ŵ = Q_weight(W)`` are the GEMM's operands (which it
+then rounds to its own ``mult`` format, if any), the output and gradient casts are unchanged.
+Details:
+
+* Linear flattens the input to ``(M, in_features)`` so that the weight gradient's sum over
+  every token is one emulated reduction; ``y = gemm(x̂, Ŵᵀ)``.
+* Conv: ``F.pad`` (the layer's padding and padding mode), ``F.unfold`` (kernel, stride,
+  dilation) and one batched GEMM per group, ``cols_g (N·L, C_g·k) @ Ŵ_gᵀ (C_g·k, O_g)``,
+  reduction over (channel, kernel offset) in that order; the output is reshaped back
+  (a convolution needs no ``fold``). Any stride, padding, dilation and groups. Backward:
+  the weight gradient ``cols_gᵀ·G_g`` (a reduction over N·L) and the patch gradients
+  ``G_g·Ŵ_g`` are emulated GEMMs; the overlap-add of the patch gradients onto the input
+  (``F.unfold``'s backward) is a plain sum in the tensor's dtype, outside the GEMM.
+* MatMul: ``gemm(a, b)`` with ``torch.matmul``'s broadcasting; the gradient of a broadcast
+  operand is summed over its broadcast batch dimensions in float64 (``lowbit.matmul``).
+* The result, in the GEMM's result dtype (float64 for a float64 accumulator), is cast to the
+  input dtype (one rounding to float32), and **the bias is added afterwards in that dtype**:
+  the bias plays an accumulator-precision add outside the emulated GEMM.
+* Stochastic GEMM configs draw from ``derive_seed(config.seed, name, "gemm", step)``.
+* The emulated GEMM runs on the host (numba), orders of magnitude slower than torch's: meant
+  for small models and for studying an accelerator's arithmetic, not for speed.
+
+``config.attention_mult`` (MatMul layers only; when set it replaces ``gemm`` there): after
+the ``act`` casts,
+
+* ``"lmulN"``: ``lowbit.arith.approx.lmul_matmul(a, b, man_bits=N)`` — L-Mul products (Luo &
+  Sun 2024) accumulated in float32, with that function's own autograd;
+* a float format name: both operands rounded to it (RNE, the format's overflow default but
+  saturating for formats of at most 8 bits, straight-through gradient), then a float32
+  ``torch.matmul``: products of fp8/fp16/bf16 values are exact in float32 (``2p <= 24``),
+  accumulation is float32. The backward matmuls are float32 on the rounded operands
+  (``G`` itself is rounded only by ``grad_act``).
 """
 
 from __future__ import annotations
@@ -38,14 +75,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lowbit.nn.config import QuantConfig
+from lowbit.arith.matmul import GemmConfig, get_gemm_config
+from lowbit.arith.matmul import matmul as lb_matmul
+from lowbit.formats import FloatFormat, get_format
+from lowbit.nn.config import CastSpec, QuantConfig
 from lowbit.nn.functional import derive_seed, fake_quantize
 from lowbit.nn.matmul import MatMul
-from lowbit.nn.quantizers import Quantizer, check_spec_shape, make_quantizer
+from lowbit.nn.quantizers import FloatQuantizer, Quantizer, check_spec_shape, make_quantizer
 
 # role -> attribute holding its quantizer
 _ATTRS = {"weight": "weight_quant", "act": "act_quant", "output": "output_quant",
           "grad_act": "grad_act_quant", "grad_weight": "grad_weight_quant"}
+
+
+def gemm_config_of(config: QuantConfig) -> GemmConfig | None:
+    """The :class:`GemmConfig` named by ``config.gemm`` (None: torch's own matmul)."""
+    g = config.gemm
+    if g is None:
+        return None
+    if isinstance(g, (str, GemmConfig)):
+        return get_gemm_config(g)
+    return GemmConfig.from_dict(dict(g))
 
 
 class QuantLayer:
@@ -60,9 +110,11 @@ class QuantLayer:
     ACT_ATTRS: ClassVar[tuple[tuple[str, int], ...]] = (("act_quant", -1),)  # (attr, axis)
     WEIGHT_AXIS: ClassVar[int] = -1
     CHANNEL_AXIS: ClassVar[int] = -1  # feature axis of activations and their gradients
+    USES_GEMM: ClassVar[bool] = True  # whether ``config.gemm`` applies (not to Embedding)
 
     lowbit_layer_config: QuantConfig
     lowbit_name: str
+    lowbit_gemm: GemmConfig | None
 
     # ---- construction ------------------------------------------------------------------------
     def configure(self, config: QuantConfig, name: str = "") -> None:
@@ -103,10 +155,12 @@ class QuantLayer:
                                    block_axis=axis, name=f"{name}.{attr}", role="act",
                                    device=device)
             setattr(self, attr, q)
+        self.lowbit_gemm = gemm_config_of(config) if self.USES_GEMM else None
         if "lowbit_step" in self._buffers:
             del self._buffers["lowbit_step"]
         specs = [config.cast_spec(r) for r in self.ROLES]
-        if any(sp is not None and sp.stochastic for sp in specs):
+        if (any(sp is not None and sp.stochastic for sp in specs)
+                or (self.lowbit_gemm is not None and self.lowbit_gemm.stochastic)):
             self.register_buffer("lowbit_step", torch.zeros((), dtype=torch.int64,
                                                             device=device))
 
@@ -130,7 +184,7 @@ class QuantLayer:
             mod._modules.pop(attr, None)
             mod.__dict__.pop(attr, None)
         mod._buffers.pop("lowbit_step", None)
-        for attr in ("lowbit_layer_config", "lowbit_name"):
+        for attr in ("lowbit_layer_config", "lowbit_name", "lowbit_gemm"):
             mod.__dict__.pop(attr, None)
         return mod
 
@@ -187,6 +241,15 @@ class QuantLayer:
             b = self._cast(b, None, self.grad_weight_quant, step, 1)  # type: ignore[attr-defined]
         return w, b
 
+    def _gemm(self, a: torch.Tensor, b: torch.Tensor, step: int) -> torch.Tensor:
+        """``a @ b`` in the emulated GEMM (forward and backward), cast to ``a``'s dtype."""
+        g = self.lowbit_gemm
+        assert g is not None
+        seed = derive_seed(self.lowbit_layer_config.seed, self.lowbit_name, "gemm", step) \
+            if g.stochastic else 0
+        y = lb_matmul(a, b, preset=g, seed=seed)
+        return y if y.dtype == a.dtype else y.to(a.dtype)
+
     def extra_repr(self) -> str:
         base = super().extra_repr()  # type: ignore[misc]
         return f"{base}, lowbit_name={self.lowbit_name!r}" if base else \
@@ -219,7 +282,13 @@ class QuantLinear(QuantLayer, nn.Linear):
         step = self._next_step()
         x = self._cast(input, self.act_quant, self.grad_act_quant, step, 1)
         w, b = self._weight_and_bias(step)
-        y = F.linear(x, w, b)
+        if self.lowbit_gemm is None:
+            y = F.linear(x, w, b)
+        else:
+            y = self._gemm(x.reshape(-1, x.shape[-1]), w.t(), step)
+            y = y.reshape(*x.shape[:-1], w.shape[0])
+            if b is not None:
+                y = y + b  # fp32 add after the GEMM (module docstring)
         return self._cast_output(y, self.output_quant, self.grad_act_quant, step)
 
 
@@ -231,8 +300,45 @@ class _QuantConvNd(QuantLayer):
         step = self._next_step()
         x = self._cast(input, self.act_quant, self.grad_act_quant, step, 1)  # type: ignore[attr-defined]
         w, b = self._weight_and_bias(step)
-        y = self._conv_forward(x, w, b)  # type: ignore[attr-defined]
+        if self.lowbit_gemm is None:  # type: ignore[attr-defined]
+            y = self._conv_forward(x, w, b)  # type: ignore[attr-defined]
+        else:
+            y = self._conv_gemm(x, w, b, step)
         return self._cast_output(y, self.output_quant, self.grad_act_quant, step)  # type: ignore[attr-defined]
+
+    def _conv_gemm(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
+                   step: int) -> torch.Tensor:
+        """The convolution as pad + unfold + one emulated GEMM per group (module docstring)."""
+        nd = w.dim() - 2
+        unbatched = x.dim() == nd + 1
+        if unbatched:
+            x = x.unsqueeze(0)
+        pad = list(self._reversed_padding_repeated_twice)  # type: ignore[attr-defined]
+        if any(pad):
+            mode = self.padding_mode  # type: ignore[attr-defined]
+            x = F.pad(x, pad, mode="constant" if mode == "zeros" else mode)
+        ks = tuple(w.shape[2:])
+        stride = tuple(self.stride)  # type: ignore[attr-defined]
+        dil = tuple(self.dilation)  # type: ignore[attr-defined]
+        if nd == 1:  # a 1-d convolution is a 2-d one of height 1
+            x, w = x.unsqueeze(2), w.unsqueeze(2)
+            ks, stride, dil = (1, *ks), (1, *stride), (1, *dil)
+        n, c = x.shape[:2]
+        out_hw = [(x.shape[2 + i] - dil[i] * (ks[i] - 1) - 1) // stride[i] + 1 for i in (0, 1)]
+        cols = F.unfold(x, ks, dilation=dil, padding=0, stride=stride)  # (N, C·k, L)
+        groups = self.groups  # type: ignore[attr-defined]
+        o = w.shape[0]
+        kg = (c // groups) * ks[0] * ks[1]
+        lo = cols.shape[-1]
+        a = cols.reshape(n, groups, kg, lo).permute(1, 0, 3, 2).reshape(groups, n * lo, kg)
+        bw = w.reshape(groups, o // groups, kg).transpose(1, 2)  # (G, C_g·k, O_g)
+        y = self._gemm(a, bw, step)  # type: ignore[attr-defined]  # (G, N·L, O_g)
+        y = y.reshape(groups, n, lo, o // groups).permute(1, 0, 3, 2).reshape(n, o, *out_hw)
+        if nd == 1:
+            y = y.squeeze(2)
+        if b is not None:
+            y = y + b.reshape(1, o, *([1] * nd))  # fp32 add after the GEMM
+        return y.squeeze(0) if unbatched else y
 
 
 class QuantConv1d(_QuantConvNd, nn.Conv1d):
@@ -263,6 +369,7 @@ class QuantEmbedding(QuantLayer, nn.Embedding):
     FLOAT_TYPE = nn.Embedding
     ROLES = ("weight", "output", "grad_act", "grad_weight")
     ACT_ATTRS = ()
+    USES_GEMM = False  # a table look-up: no matmul
     WEIGHT_AXIS = -1
     CHANNEL_AXIS = -1
 
@@ -287,21 +394,60 @@ class QuantEmbedding(QuantLayer, nn.Embedding):
 
 class QuantMatMul(QuantLayer, MatMul):
     """``a @ b`` with both operands rounded to ``act``, output to ``output``, gradients to
-    ``grad_act`` (``dL/dy``: stream 0, ``dL/da``: 1, ``dL/db``: 2)."""
+    ``grad_act`` (``dL/dy``: stream 0, ``dL/da``: 1, ``dL/db``: 2); the product itself in
+    torch's matmul, the emulated ``gemm`` or the ``attention_mult`` multiplier (module
+    docstring)."""
 
     FLOAT_TYPE = MatMul
     ROLES = ("act", "output", "grad_act")
     ACT_ATTRS = (("a_quant", -1), ("b_quant", -2))
 
+    lowbit_lmul_bits: int | None
+    mult_quant: Quantizer | None
+
     def __init__(self, *, config: QuantConfig | None = None, name: str = "") -> None:
         MatMul.__init__(self)
         self.configure(config or QuantConfig(), name)
+
+    def configure(self, config: QuantConfig, name: str = "") -> None:
+        super().configure(config, name)
+        self.lowbit_lmul_bits = None
+        self.mult_quant = None
+        am = config.attention_mult
+        if am is None:
+            return
+        self.lowbit_gemm = None  # attention_mult replaces gemm for this layer
+        if am.startswith("lmul") and am[4:].isdigit():
+            self.lowbit_lmul_bits = int(am[4:])
+            return
+        fmt = get_format(am)
+        overflow = "saturate" if isinstance(fmt, FloatFormat) and fmt.bits <= 8 else None
+        self.mult_quant = FloatQuantizer(CastSpec(fmt=am, mode="rne", overflow=overflow),
+                                         name=f"{name}.attention_mult")
+
+    def to_float(self) -> nn.Module:
+        mod = super().to_float()
+        mod._modules.pop("mult_quant", None)
+        mod.__dict__.pop("mult_quant", None)
+        mod.__dict__.pop("lowbit_lmul_bits", None)
+        return mod
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         step = self._next_step()
         a = self._cast(a, self.a_quant, self.grad_act_quant, step, 1)
         b = self._cast(b, self.b_quant, self.grad_act_quant, step, 2)
-        y = torch.matmul(a, b)
+        if self.lowbit_lmul_bits is not None:
+            from lowbit.arith.approx import lmul_matmul
+
+            y = lmul_matmul(a, b, man_bits=self.lowbit_lmul_bits)
+        elif self.mult_quant is not None:
+            dt = torch.result_type(a, b)
+            y = torch.matmul(self.mult_quant(a.float()), self.mult_quant(b.float()))
+            y = y if y.dtype == dt else y.to(dt)
+        elif self.lowbit_gemm is not None:
+            y = self._gemm(a, b, step)
+        else:
+            y = torch.matmul(a, b)
         return self._cast_output(y, self.output_quant, self.grad_act_quant, step)
 
 

@@ -25,6 +25,10 @@ Kinds (chosen by :func:`make_quantizer` from a :class:`~lowbit.nn.config.CastSpe
   activations.
 * :class:`MXQuantizer`: OCP MX block formats through ``lb.quantize_mx``, blocks of 32 along
   ``block_axis`` (the layer's reduction axis).
+* :class:`S2FP8Quantizer` (``scaling="s2fp8"`` / ``grad_scaling="s2fp8"``): shifted and
+  squeezed FP8 (Cambier et al. 2020) through :func:`lowbit.blocks.s2fp8.s2fp8_round`: per
+  tensor, statistics over the non-zero entries recomputed at every call, round to nearest
+  even; NaN/inf pass through (so an overflowing step still shows as one).
 
 Stochastic modes draw from the stream ``seed`` at ``offset = stream_offset(step, stream)``
 (see :mod:`lowbit.nn.functional`).
@@ -38,7 +42,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from lowbit.formats import BlockFormat, IntFormat
+from lowbit.blocks.s2fp8 import s2fp8_round
+from lowbit.formats import BlockFormat, FloatFormat, IntFormat
 from lowbit.nn.config import CastSpec
 from lowbit.nn.functional import (
     Rounder,
@@ -339,6 +344,33 @@ class MXQuantizer(Quantizer):
                              offset=off)
 
 
+class S2FP8Quantizer(Quantizer):
+    """S2FP8 (shifted and squeezed FP8): ``s2fp8_round`` per tensor, every call.
+
+    The transform's ``alpha``/``beta`` are recomputed from each tensor (no state; see
+    :func:`lowbit.blocks.s2fp8.s2fp8_params` to inspect them).
+    """
+
+    def __init__(self, spec: CastSpec, **kw: Any) -> None:
+        super().__init__(spec, **kw)
+        fmt = spec.format
+        if not isinstance(fmt, FloatFormat):
+            raise ValueError(f"S2FP8 stores a float format; got {spec.fmt!r} (the paper: "
+                             "'e5m2')")
+        if spec.scaling != "s2fp8":
+            raise ValueError(f"S2FP8Quantizer needs scaling='s2fp8', got {spec.scaling!r}")
+        if spec.mode != "rne":
+            raise ValueError(f"S2FP8 rounds to nearest even (the paper's choice); mode="
+                             f"{spec.mode!r} is not supported (accepted: 'rne')")
+        if spec.granularity != "per_tensor":
+            raise ValueError(f"S2FP8 statistics are per tensor; granularity="
+                             f"{spec.granularity!r} is not supported (use 'per_tensor')")
+        self.fmt = fmt
+
+    def round_value(self, x: torch.Tensor, step: int = 0, stream: int = 0) -> torch.Tensor:
+        return s2fp8_round(x, self.fmt, nonfinite="propagate")
+
+
 def make_quantizer(spec: CastSpec, *, seed: int = 0, block_axis: int = -1, name: str = "",
                    role: str = "act", init: torch.Tensor | None = None,
                    channels: int | None = None, device: Any = None) -> Quantizer:
@@ -347,6 +379,8 @@ def make_quantizer(spec: CastSpec, *, seed: int = 0, block_axis: int = -1, name:
     kw: dict[str, Any] = dict(seed=seed, block_axis=block_axis, name=name)
     if isinstance(fmt, BlockFormat):
         return MXQuantizer(spec, **kw)
+    if spec.scaling == "s2fp8":
+        return S2FP8Quantizer(spec, **kw)
     if spec.scaling == "lsq":
         return LSQQuantizer(spec, role=role, init=init, channels=channels, device=device, **kw)
     if isinstance(fmt, IntFormat) and spec.scaling in ("absmax", "fixed"):
@@ -360,6 +394,7 @@ __all__ = [
     "LSQQuantizer",
     "MXQuantizer",
     "Quantizer",
+    "S2FP8Quantizer",
     "amax_of",
     "check_spec_shape",
     "make_quantizer",
