@@ -1,6 +1,7 @@
 """Layer 4: correctly rounded arithmetic in any float format (``lb.arith.add`` ...)."""
 
 from lowbit.arith.context import PrecisionContext, current, precision
+from lowbit.arith.intgemm import IntMatmulResult, int_matmul
 from lowbit.arith.lparray import LowPrecisionArray, array
 from lowbit.arith.matmul import GemmConfig, dot, matmul
 from lowbit.arith.ops import (
@@ -28,6 +29,7 @@ from lowbit.arith.ops import (
 
 __all__ = [
     "GemmConfig",
+    "IntMatmulResult",
     "LowPrecisionArray",
     "PrecisionContext",
     "abs",
@@ -41,6 +43,7 @@ __all__ = [
     "fma",
     "ge",
     "gt",
+    "int_matmul",
     "le",
     "log",
     "lt",
