@@ -1,5 +1,6 @@
 """Layer 4: correctly rounded arithmetic in any float format (``lb.arith.add`` ...)."""
 
+from lowbit.arith import approx
 from lowbit.arith.context import PrecisionContext, current, precision
 from lowbit.arith.intgemm import IntMatmulResult, int_matmul
 from lowbit.arith.lparray import LowPrecisionArray, array
@@ -34,6 +35,7 @@ __all__ = [
     "PrecisionContext",
     "abs",
     "add",
+    "approx",
     "array",
     "current",
     "div",

@@ -8,10 +8,16 @@ broadcast as in ``np.matmul``; a 1-D A is a row, a 1-D B a column, removed after
 1. **Operands.** With ``mult`` set, A and B are rounded elementwise to ``mult`` once
    (``mult_mode``; RNE by default) — the multiplier's input format. ``mult=None`` uses the
    operands' values as given (fp16/bf16/fp32 arrays, or float64 arrays holding any values).
+   ``mult="lmulN"`` (N = 1..23) is the L-Mul multiplier (:mod:`lowbit.arith.approx`): the
+   operands are rounded to ``FloatFormat(8, N)`` (``mult_mode``) and subnormal results flushed
+   to ±0.
 2. **Products.** Each term ``t_k = a_ik * b_kj`` is exact when ``prod=None`` (the tensor-core
    model: fp8/bf16/fp16/fp32 products are exact in float64; float64 operands give an exact
    double-double pair from Dekker's ``two_prod``), else rounded once to ``prod``
-   (``prod_mode``).
+   (``prod_mode``). With ``mult="lmulN"`` the product is the L-Mul product
+   ``lowbit.arith.approx.lmul(a, b, N)`` (carry form: integer addition of the bit fields;
+   below 2^-126 it is ±0, from 2^128 ±inf), an e8mN number, then treated as an exact
+   product (``prod`` rounding and every order/accumulator apply unchanged).
 3. **Accumulation** into ``acc`` (``acc_mode``); ``acc=None`` means float64 with RNE. Every
    rounding is one correct rounding of an exact value (error-free transformations from
    :mod:`lowbit.arith.eft` and round-to-odd, see below). The accumulator starts empty: its
@@ -30,6 +36,19 @@ broadcast as in ``np.matmul``; a 1-D A is a row, a 1-D B a column, removed after
      and then added to the running accumulator with a second rounding,
      ``c = round(c + round(sum_g))``. With ``fma=True`` (a "block FMA": the accumulator joins
      the exact sum) it is one rounding per group, ``c = round(c + sum_g)``.
+   * ``acc="quire"`` (a Kulisch accumulator, as posit hardware has): the K terms are summed
+     **exactly** and the exact sum is rounded once, to ``out`` in ``out_mode`` (a float,
+     posit or fixed-point format; ``out=None``: float64 RNE). No order, ``block_k``, ``fma``
+     or ``acc_mode`` applies. The kernel bins every term by exponent range with error-free
+     extractions and sums each bin exactly in float64 (plan and proof in :func:`quire_plan`),
+     then rounds the exact sum of the bins to float64 by round-to-odd; a column with
+     non-finite terms is summed by Shewchuk's expansion instead. Rounding that round-to-odd
+     value once more gives the correctly rounded exact sum for every format whose values
+     and rounding boundaries (midpoints, posit regime/exponent cut points, saturation
+     bounds) have at most 52 significant bits: the round-to-odd value lies strictly between
+     the same two such numbers as the exact sum, or equals it (Boldo & Melquiond 2008) —
+     so ``out`` may have at most 51 significant bits; stochastic ``out_mode`` needs
+     p + rand_bits <= 52 and is not offered for posits.
 4. **Output.** With ``out`` set, each accumulator is rounded once to ``out`` (``out_mode``).
 
 Signed zeros follow IEEE 754 §6.3, generalised to several terms: an exact zero sum is −0 when
@@ -77,11 +96,13 @@ dtype.
 
 Implementations (``impl=``): ``"auto"``/``"kernel"`` run the numba kernels of
 :mod:`lowbit.kernels.matmul_numba` (parallel over output rows, vectorized over columns, cache
-blocked; compiled on first use and cached on disk); ``"reference"`` runs :func:`gemm_reference`,
-a plain loop over k vectorized over the outputs. The two are bit-identical (tests hold them to
-zero tolerance, NaN made canonical). With few columns (matrix-vector products) the kernel works
-on the transposed problem; float32/float16/bfloat16 operands are read as float32 without a
-float64 copy, and the result is stored in the operands' dtype when it holds the result format.
+blocked; compiled on first use and cached on disk; ``acc="quire"`` runs the binned exact sum
+``gemm_quire``); ``"reference"`` runs :func:`gemm_reference`, a plain loop over k vectorized
+over the outputs (the quire: every term, then Shewchuk's exact sum per output). The two are
+bit-identical (tests hold them to zero tolerance, NaN made canonical). With few columns
+(matrix-vector products) the kernel works on the transposed problem; float32/float16/bfloat16
+operands are read as float32 without a float64 copy, and the result is stored in the operands'
+dtype when it holds the result format.
 
 Note: ``lowbit.arith`` exports the function ``matmul``, which hides this module's name as an
 attribute of the package; import the module's other names with
@@ -91,6 +112,7 @@ attribute of the package; import the module's other names with
 from __future__ import annotations
 
 import math
+import re
 import secrets
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -100,13 +122,17 @@ import numpy as np
 
 from lowbit.arith import context as _context
 from lowbit.arith.eft import odd53, two_prod, two_sum
-from lowbit.formats import FloatFormat, Format, get_element_format
+from lowbit.formats import FloatFormat, Format, PositFormat, get_element_format
 from lowbit.kernels.randbits import seed_keys
 from lowbit.rounding.api import round as _round
 from lowbit.rounding.backend import backend_of as _backend
 from lowbit.rounding.modes import RoundMode, as_mode
 
 ORDERS = ("sequential", "pairwise", "blocked")
+QUIRE = "quire"  # acc="quire": exact accumulation, one rounding (to out)
+_LMUL_RE = re.compile(r"lmul([0-9]+)")
+_TINY32 = 2.0 ** -126  # L-Mul operands below this are flushed to zero
+_MAX_BINS = 40
 IMPLS = ("auto", "kernel", "reference")
 MAX_MAN_BITS = 50  # prod/acc formats: p <= 51 for the round-to-odd bridge
 _MODE_IDS = {m: i for i, m in enumerate(RoundMode)}
@@ -155,6 +181,31 @@ def _norm_format(value: Any, what: str) -> FormatLike | None:
     return f
 
 
+def _parse_lmul(value: str) -> int:
+    """N of a multiplier name ``"lmulN"`` (1 <= N <= 23)."""
+    m = _LMUL_RE.fullmatch(value.strip().lower())
+    n = int(m.group(1)) if m else 0
+    if not 1 <= n <= 23:
+        raise ValueError(f"mult={value!r}; L-Mul multipliers are 'lmul1' .. 'lmul23' (operands "
+                         "rounded to e8mN, products by integer addition)")
+    return n
+
+
+def lmul_bits(cfg: GemmConfig) -> int | None:
+    """N when ``cfg.mult`` is the L-Mul multiplier ``"lmulN"``, else None."""
+    m = cfg.mult
+    return int(m[4:]) if isinstance(m, str) and m.startswith("lmul") else None
+
+
+def _out_precision(f: Format) -> int:
+    """Largest number of significant bits of a value of an output format."""
+    if isinstance(f, FloatFormat):
+        return f.precision
+    if isinstance(f, PositFormat):
+        return max(f.n - 2 - f.es, 1)
+    return int(f.bits)
+
+
 def _accum_format(value: FormatLike | None, what: str) -> FloatFormat | None:
     """Validate a ``prod``/``acc`` format; ``None`` stands for float64 (native RNE)."""
     if value is None:
@@ -180,11 +231,13 @@ class GemmConfig:
     """The arithmetic of one emulated matrix product (see the module docstring).
 
     Attributes:
-        mult: format the operands are rounded to before multiplying (``None``: as given).
+        mult: format the operands are rounded to before multiplying (``None``: as given), or
+            ``"lmulN"``: L-Mul products of operands rounded to e8mN.
         mult_mode: rounding mode of the operand rounding.
         prod: format each product is rounded to (``None``: exact products).
         prod_mode: rounding mode of the products.
-        acc: accumulator format (``None`` or ``"fp64"``: float64, RNE).
+        acc: accumulator format (``None`` or ``"fp64"``: float64, RNE), or ``"quire"``: the
+            exact sum, rounded once to ``out``.
         acc_mode: rounding mode of every accumulation step (any :class:`RoundMode`).
         order: ``"sequential"``, ``"pairwise"`` or ``"blocked"``; ``None`` picks
             ``"blocked"`` when ``block_k`` is given, else ``"sequential"``.
@@ -215,7 +268,14 @@ class GemmConfig:
 
     def __post_init__(self) -> None:
         for name in _FMT_FIELDS:
-            object.__setattr__(self, name, _norm_format(getattr(self, name), name))
+            v = getattr(self, name)
+            if name == "mult" and isinstance(v, str) and v.strip().lower().startswith("lmul"):
+                object.__setattr__(self, name, f"lmul{_parse_lmul(v)}")
+                continue
+            if name == "acc" and isinstance(v, str) and v.strip().lower() == QUIRE:
+                object.__setattr__(self, name, QUIRE)
+                continue
+            object.__setattr__(self, name, _norm_format(v, name))
         for name in _MODE_FIELDS:
             object.__setattr__(self, name, as_mode(getattr(self, name)).value)
         if self.block_k is not None:
@@ -254,7 +314,11 @@ class GemmConfig:
             if not 1 <= self.rand_bits <= 32:
                 raise ValueError(f"rand_bits={self.rand_bits} is out of range; accepted: 1..32")
             object.__setattr__(self, "rand_bits", int(self.rand_bits))
+        if self.acc == QUIRE:
+            self._check_quire()
         for fname, mname in (("prod", "prod_mode"), ("acc", "acc_mode")):
+            if fname == "acc" and self.acc == QUIRE:
+                continue
             f = _accum_format(getattr(self, fname), fname)
             mode = as_mode(getattr(self, mname))
             if f is None:
@@ -269,6 +333,43 @@ class GemmConfig:
         for mname in ("mult_mode", "out_mode"):
             if as_mode(getattr(self, mname)) is RoundMode.SR_BITS and self.rand_bits is None:
                 raise ValueError(f"{mname}='sr_bits' needs rand_bits")
+
+    def _check_quire(self) -> None:
+        """acc='quire': no order, no accumulator mode; the one rounding (to out) must be
+        exact through the round-to-odd float64 of the exact sum."""
+        if self.order != "sequential" or self.block_k is not None or self.fma:
+            raise ValueError("acc='quire' sums every product exactly (no order): leave order, "
+                             f"block_k and fma unset (got order={self.order!r}, "
+                             f"block_k={self.block_k!r}, fma={self.fma!r})")
+        if as_mode(self.acc_mode) is not RoundMode.RNE:
+            raise ValueError(f"acc='quire' has no rounding of its own; got "
+                             f"acc_mode={self.acc_mode!r} (the one rounding is out_mode)")
+        if self.out is None:
+            if as_mode(self.out_mode) is not RoundMode.RNE:
+                raise ValueError("acc='quire' with out=None rounds the exact sum to float64 "
+                                 f"with RNE only; got out_mode={self.out_mode!r} (set out)")
+            return
+        f = get_element_format(self.out)
+        mode = as_mode(self.out_mode)
+        if _is_fp64(f):
+            if mode is not RoundMode.RNE:
+                raise ValueError(f"out='fp64' supports RNE only; got {mode.value!r}")
+            return
+        p = _out_precision(f)
+        if p > MAX_MAN_BITS + 1:
+            raise ValueError(f"out={f.name!r} has {p} significant bits; acc='quire' rounds "
+                             f"through float64 round-to-odd and supports at most "
+                             f"{MAX_MAN_BITS + 1} (or 'fp64' with RNE)")
+        if mode.stochastic:
+            if isinstance(f, PositFormat):
+                raise ValueError(f"acc='quire' with a posit out={f.name!r} supports "
+                                 f"out_mode='rne' only; got {mode.value!r}")
+            if mode is RoundMode.SR_BITS and self.rand_bits is None:
+                raise ValueError("out_mode='sr_bits' needs rand_bits")
+            if self.rand_bits is not None and p + self.rand_bits > 52:
+                raise ValueError(f"stochastic rounding of the quire to {f.name} with rand_bits="
+                                 f"{self.rand_bits} needs p + rand_bits <= 52; use rand_bits "
+                                 f"<= {52 - p}")
 
     def _stage_rand_bits(self, f: FloatFormat, mode: RoundMode, what: str) -> int:
         """rand_bits of a prod/acc stage (validated: p + rand_bits <= 52 for sr/sr_bits)."""
@@ -295,8 +396,13 @@ class GemmConfig:
         """A copy with some fields changed (validated again).
 
         Giving ``block_k`` without ``order`` selects ``order="blocked"``; giving
-        ``order="sequential"``/``"pairwise"`` without ``block_k`` clears ``block_k``.
+        ``order="sequential"``/``"pairwise"`` without ``block_k`` clears ``block_k``; giving
+        ``acc="quire"`` clears ``order``, ``block_k`` and ``fma`` unless they are given too.
         """
+        if changes.get("acc") == QUIRE:
+            changes.setdefault("order", None)
+            changes.setdefault("block_k", None)
+            changes.setdefault("fma", False)
         if changes.get("block_k") is not None and "order" not in changes:
             changes["order"] = "blocked"
         if changes.get("order") in ("sequential", "pairwise") and "block_k" not in changes:
@@ -348,6 +454,12 @@ _PRESETS: dict[str, GemmConfig] = {
     "fp8-e5m2-fp32acc": GemmConfig(mult="e5m2", acc="fp32", order="blocked", block_k=32),
 }
 _PRESETS["fp8-tensorcore"] = _PRESETS["fp8-e4m3-fp32acc"]
+# posit arithmetic with a quire (PositNN): posit operands, exact sums, one posit rounding
+_PRESETS["posit8-quire"] = GemmConfig(mult="posit8", acc="quire", out="posit8")
+_PRESETS["posit16-quire"] = GemmConfig(mult="posit16", acc="quire", out="posit16")
+# L-Mul products (Luo & Sun 2024) accumulated in fp32, sequentially
+_PRESETS["lmul3-fp32acc"] = GemmConfig(mult="lmul3", acc="fp32")
+_PRESETS["lmul4-fp32acc"] = GemmConfig(mult="lmul4", acc="fp32")
 
 
 def gemm_presets() -> dict[str, GemmConfig]:
@@ -415,9 +527,14 @@ class _Stage:
                       rand_bits=self.rand_bits, offset=step * n_out, impl="reference")
 
 
+def _acc_format(cfg: GemmConfig) -> FloatFormat | None:
+    """The accumulator format (None: float64, and for the quire)."""
+    return None if cfg.acc == QUIRE else _accum_format(cfg.acc, "acc")
+
+
 def _stages(cfg: GemmConfig, seed: int) -> tuple[_Stage, _Stage]:
     prod = _accum_format(cfg.prod, "prod")
-    acc = _accum_format(cfg.acc, "acc")
+    acc = _acc_format(cfg)
     pm, am = as_mode(cfg.prod_mode), as_mode(cfg.acc_mode)
     P = _Stage(prod, cfg.prod is not None and prod is None, pm, cfg.overflow,
                cfg._stage_rand_bits(prod, pm, "prod") if prod else 32, stream_seed(seed, 3))
@@ -487,15 +604,26 @@ def gemm_reference(A3: np.ndarray, B3: np.ndarray, ia: np.ndarray, ib: np.ndarra
     n_out = nb * M * N
     P, Q = _stages(cfg, seed)
     rd = Q.mode is RoundMode.RD
+    nl = lmul_bits(cfg)
 
     def term(k: int) -> tuple[np.ndarray, np.ndarray | None]:
         with np.errstate(all="ignore"):
-            ph, pl = two_prod(A[:, :, k, None], B[:, None, k, :])
-            pl = np.where(np.isfinite(ph), pl, 0.0)
+            if nl is not None:  # L-Mul products of the (e8mN, flushed) operands: exact doubles
+                from lowbit.arith.approx.lmul import lmul_prepared_numpy
+
+                ph = lmul_prepared_numpy(A[:, :, k, None].astype(np.float32),
+                                         B[:, None, k, :].astype(np.float32), nl)
+                ph = ph.astype(np.float64)
+                pl = np.zeros_like(ph)
+            else:
+                ph, pl = two_prod(A[:, :, k, None], B[:, None, k, :])
+                pl = np.where(np.isfinite(ph), pl, 0.0)
         if P.native:
             return ph, None
         if P.fmt is not None:
-            return P.round(odd53(ph, pl), k, n_out), None
+            with np.errstate(invalid="ignore"):
+                v = odd53(ph, pl)
+            return P.round(v, k, n_out), None
         return ph, pl
 
     def acc(terms: list[tuple[np.ndarray, np.ndarray | None]], step: int) -> np.ndarray:
@@ -503,7 +631,11 @@ def gemm_reference(A3: np.ndarray, B3: np.ndarray, ia: np.ndarray, ib: np.ndarra
         return hi if Q.native else Q.round(odd, step, n_out)
 
     c: np.ndarray | None = None
-    if cfg.order == "sequential":
+    if cfg.acc == QUIRE:
+        if K:
+            hi, odd = _exact_sum([term(k) for k in range(K)], _quire_rd(cfg))
+            c = hi if _quire_native(cfg) else odd
+    elif cfg.order == "sequential":
         for k in range(K):
             t = term(k)
             c = acc([t] if c is None else [(c, None), t], k)
@@ -535,6 +667,79 @@ def gemm_reference(A3: np.ndarray, B3: np.ndarray, ia: np.ndarray, ib: np.ndarra
     return np.array(np.broadcast_to(c, (nb, M, N)), dtype=np.float64)
 
 
+def _quire_native(cfg: GemmConfig) -> bool:
+    """Whether the quire's one rounding is float64 RNE (out None or fp64)."""
+    return cfg.out is None or _is_fp64(get_element_format(cfg.out))
+
+
+def _quire_rd(cfg: GemmConfig) -> bool:
+    """Whether an exact zero quire sum takes the RD sign rule (the out rounding is RD)."""
+    return not _quire_native(cfg) and as_mode(cfg.out_mode) is RoundMode.RD
+
+
+def quire_plan(stats_a: tuple[bool, bool, int, float], stats_b: tuple[bool, bool, int, float],
+               K: int, exact: bool, lmul: int | None = None, prod: FloatFormat | None = None,
+               saturate: bool = False) -> tuple[np.ndarray, int]:
+    """The bins of the exact (quire) accumulation: ``(sig, nbin)``; ``nbin = 0``: no plan.
+
+    Inputs: operand statistics (:func:`lowbit.kernels.matmul_numba.operand_stats`: short,
+    finite, exponent of the lowest set bit, largest magnitude), the number of products K,
+    whether products are single doubles (``exact``; else ``two_prod`` pairs, 2K terms), the
+    L-Mul mantissa bits and the product rounding format.
+
+    Why the binned sum is exact. Every term t (product, or its low part) is a multiple of
+    2^L — L = lsb(A) + lsb(B) for exact products and two_prod pairs (the exact product is a
+    multiple of 2^L and so is its RN value, whose quantum is coarser when it is inexact), one
+    less per L-Mul mantissa bit for L-Mul products (a product of exponent E >= ea + eb is a
+    multiple of 2^(E - N)), and the product format's smallest quantum 2^(emin - m) when
+    products are rounded (always a lower bound; saturation to ±max can break the other) —
+    and |t| <= T = 16·max|A|·max|B| (L-Mul overestimates by less than 8×, a rounding by 2×).
+    Let n be the number of terms and c = max(ceil(log2 n), 2). Bin b covers the terms'
+    remaining magnitude bound 2^(t_b) (t_0 = ceil(log2 T)) with quantum u = 2^a,
+    a = c + t_b - 53, and σ = 1.5·2^(a+52):
+
+    * |t| <= 2^(t_b) <= 2^(a+51) (c >= 2), so σ + t lies in [2^(a+52), 2^(a+53)], whose floats
+      are exactly the multiples of 2^a: fl(σ + t) = σ + h with h = t rounded to a multiple of
+      2^a, and fl(fl(σ + t) - σ) = h exactly (a difference of two such multiples, in range);
+      the remainder t - h is a float (Rump, Ogita & Oishi 2008, ExtractScalar, Lemma 3.3),
+      a multiple of 2^L (so are t and h), of magnitude <= 2^(a-1) = 2^(t_(b+1)).
+    * each h is a multiple of 2^a with |h| <= 2^(t_b) (a multiple of 2^a itself), so every
+      partial sum of the bin is a multiple of 2^a of magnitude <= n·2^(t_b) <= 2^(a+53):
+      exact in float64.
+    * the first bin with a <= L is the last: its inputs are multiples of 2^L >= 2^a with
+      magnitude <= 2^(t_b), so its plain float64 sum is exact by the same bound.
+
+    Hence the exact sum of the terms equals the exact sum of the nbin bin values, which the
+    kernel rounds with Shewchuk's expansion (correctly rounded RN and round-to-odd). Each bin
+    resolves 54 - c bits, so posit8/posit16 products need 1-3 bins. No plan (``nbin = 0``,
+    every column summed by the partials algorithm) when σ would leave the normal float64
+    range or more than 40 bins would be needed.
+    """
+    if not (stats_a[3] > 0.0 and stats_b[3] > 0.0):
+        return np.zeros(0), 1  # every finite term is zero
+    nterm = K if exact else 2 * K
+    c = max(math.ceil(math.log2(max(nterm, 1))), 2)
+    with np.errstate(over="ignore"):
+        T = 16.0 * stats_a[3] * stats_b[3]
+    if not math.isfinite(T):
+        return np.zeros(0), 0
+    t = math.frexp(T)[1]  # T < 2^t
+    L = stats_a[2] + stats_b[2] - (lmul or 0)
+    if prod is not None:
+        q = prod.emin - prod.man_bits
+        L = q if saturate else max(L, q)
+    sig: list[float] = []
+    while True:
+        a = c + t - 53
+        if a <= L:
+            break
+        if a + 52 > 1022 or a + 52 < -1022 or len(sig) >= _MAX_BINS:
+            return np.zeros(0), 0
+        sig.append(1.5 * 2.0 ** (a + 52))
+        t = a - 1
+    return np.array(sig, dtype=np.float64), len(sig) + 1
+
+
 def _block_sums_exact(sa: tuple[bool, bool, int, float], sb: tuple[bool, bool, int, float],
                       bk: int) -> bool:
     """Whether every partial sum of <= bk products is exact in float64, from operand stats.
@@ -555,47 +760,61 @@ def gemm_kernel(A3: np.ndarray, B3: np.ndarray, ia: np.ndarray, ib: np.ndarray,
 
     Products are taken as exact float64 products (no ``two_prod``) when every operand value has
     at most 26 significant bits in a moderate range (checked here; ``exact=False`` forces the
-    general path, for tests). The result has A3's dtype.
+    general path, for tests). L-Mul products (``mult="lmulN"``) are always single doubles. The
+    result has A3's dtype (float64 for ``acc="quire"``).
     """
     from lowbit.kernels import matmul_numba as nk
 
     M, K = A3.shape[1], A3.shape[2]
     N = B3.shape[2]
+    quire = cfg.acc == QUIRE
+    out_dt = np.float64 if quire else A3.dtype
     if ia.size * M * N == 0:
-        return np.zeros((ia.size, M, N), dtype=A3.dtype)
+        return np.zeros((ia.size, M, N), dtype=out_dt)
+    nl = lmul_bits(cfg)
+    lmc = 0 if nl is None else nk.lmul_constant64(nl)
     bk = int(cfg.block_k or 1)
-    want_plain = cfg.prod is None and cfg.order == "blocked"
-    if A3.dtype == np.float32 and not want_plain:  # fp32 products are always exact
+    want_plain = cfg.prod is None and cfg.order == "blocked" and nl is None
+    if A3.dtype == np.float32 and not want_plain and not quire:  # fp32 products: exact
         sa = sb = (True, True, 0, 0.0)
     else:
         sa = nk.operand_stats(A3)
         sb = nk.operand_stats(B3)
-    exact = exact and sa[0] and sb[0]
+    exact = (exact and sa[0] and sb[0]) or nl is not None
     P, Q = _stages(cfg, seed)
     plain = exact and want_plain and _block_sums_exact(sa, sb, bk)
     # Few columns: the kernels vectorize over columns, so compute C^T = B^T A^T instead (each
     # element's arithmetic is unchanged: exact products commute, and the output-index strides
     # keep every random draw of the original element). Not for inexact (two_prod) products,
     # whose error term depends on the operand order.
-    swap = exact and N < 8 and M >= 2 * N
+    # (The quire's exact sums do not depend on the order at all: it swaps whenever that gives
+    # longer column loops.)
+    swap = exact and ((N < 8 and M >= 2 * N) or (quire and N < _JB and M > N))
     if swap:
         A3, B3, ia, ib = (np.ascontiguousarray(np.swapaxes(B3, 1, 2)),
                           np.ascontiguousarray(np.swapaxes(A3, 1, 2)), ib, ia)
-        C = np.empty((ia.size, N, M), dtype=A3.dtype)
+        C = np.empty((ia.size, N, M), dtype=out_dt)
         si, sj = 1, N
     else:
-        C = np.empty((ia.size, M, N), dtype=A3.dtype)
+        C = np.empty((ia.size, M, N), dtype=out_dt)
         si, sj = N, 1
     jb = max(1, min(C.shape[2], _JB))
-    args = (A3, B3, ia, ib, C, bool(exact), P.kernel_tuple(), Q.kernel_tuple(), jb, si, sj)
+    args = (A3, B3, ia, ib, C, bool(exact), P.kernel_tuple(), Q.kernel_tuple(), jb, si, sj,
+            lmc)
     if K == 0:
         C.fill(0.0)
+    elif quire:
+        pf = _accum_format(cfg.prod, "prod")
+        sat = pf is not None and (cfg.overflow == "saturate" or not pf.has_nan)
+        sig, nbin = quire_plan(sa, sb, K, bool(exact), nl, pf, sat)
+        nk.gemm_quire(A3, B3, ia, ib, C, bool(exact), P.kernel_tuple(), jb, si, sj, lmc, sig,
+                      nbin, _quire_rd(cfg), _quire_native(cfg))
     elif cfg.order == "sequential":
         nk.gemm_sequential(*args)
     elif cfg.order == "pairwise":
         nk.gemm_pairwise(*args)
     else:
-        nk.gemm_blocked(*args, bk, cfg.fma, plain)
+        nk.gemm_blocked(*args[:-1], bk, cfg.fma, plain, lmc)
     return np.ascontiguousarray(np.swapaxes(C, 1, 2)) if swap else C
 
 
@@ -636,21 +855,37 @@ def _final_format(cfg: GemmConfig) -> Format | None:
     if cfg.out is not None:
         f = get_element_format(cfg.out)
         return None if _is_fp64(f) else f
-    return _accum_format(cfg.acc, "acc")
+    return _acc_format(cfg)
+
+
+def _out_rand_bits(cfg: GemmConfig) -> int | None:
+    """rand_bits of the out rounding: as given; for a stochastic quire rounding without it,
+    ``min(32, 52 - p)`` (the round-to-odd bridge needs p + rand_bits <= 52)."""
+    if cfg.rand_bits is not None or cfg.acc != QUIRE or cfg.out is None \
+            or not as_mode(cfg.out_mode).stochastic:
+        return cfg.rand_bits
+    return min(32, 52 - _out_precision(get_element_format(cfg.out)))
 
 
 def _round_operand(x: np.ndarray, cfg: GemmConfig, seed: int, stream: int,
                    impl: str) -> np.ndarray:
     if cfg.mult is None:
         return x
-    f = get_element_format(cfg.mult)
+    n = lmul_bits(cfg)
+    f = FloatFormat(8, n) if n is not None else get_element_format(cfg.mult)
     if _is_fp64(f):
         return x
     if not _holds(x.dtype, f):
         x = x.astype(np.float64)
     mode = as_mode(cfg.mult_mode)
-    return _round(x, f, mode, overflow=cfg.overflow, seed=stream_seed(seed, stream),
-                  rand_bits=cfg.rand_bits, impl="reference" if impl == "reference" else "auto")
+    r = _round(x, f, mode, overflow=cfg.overflow, seed=stream_seed(seed, stream),
+               rand_bits=cfg.rand_bits, impl="reference" if impl == "reference" else "auto")
+    if n is not None:  # L-Mul operands: subnormals flushed to zero (lowbit.arith.approx)
+        with np.errstate(invalid="ignore"):
+            tiny = np.abs(r) < _TINY32
+        if tiny.any():
+            r = np.where(tiny, np.copysign(np.zeros((), r.dtype), r), r)
+    return r
 
 
 def _shapes(a_shape: tuple[int, ...], b_shape: tuple[int, ...]
@@ -684,7 +919,7 @@ def _matmul_numpy(A: np.ndarray, B: np.ndarray, cfg: GemmConfig, seed: int, impl
     batch, M, K, N = _shapes(A.shape, B.shape)
     # float32 storage (operands, kernel output) when it holds every value involved
     f32 = np.dtype(np.float32)
-    fits = _holds(f32, _accum_format(cfg.acc, "acc")) and (
+    fits = _holds(f32, _acc_format(cfg)) and (
         cfg.out is None or _holds(f32, get_element_format(cfg.out)))
     work = np.float64 if (np.float64 in (da, db) or not fits) else np.float32
     Aw = _round_operand(A.astype(work, copy=False), cfg, seed, 1, impl)
@@ -702,7 +937,7 @@ def _matmul_numpy(A: np.ndarray, B: np.ndarray, cfg: GemmConfig, seed: int, impl
     C = C.reshape((*batch, M, N))
     if cfg.out is not None and not _is_fp64(get_element_format(cfg.out)):
         C = _round(C, cfg.out, as_mode(cfg.out_mode), overflow=cfg.overflow,
-                   seed=stream_seed(seed, 5), rand_bits=cfg.rand_bits,
+                   seed=stream_seed(seed, 5), rand_bits=_out_rand_bits(cfg),
                    impl="reference" if impl == "reference" else "auto")
     C[np.isnan(C)] = np.nan  # canonical quiet NaN (float64 or float32)
     dt = _result_dtype([da, db], _final_format(cfg))
@@ -787,11 +1022,13 @@ def matmul(
             mode; see :func:`gemm_presets`: ``"fp32-acc"``, ``"fp16-acc"``,
             ``"bf16-acc"``, ``"fp8-tensorcore"`` ...) or a :class:`GemmConfig`; the keyword
             arguments below override its fields.
-        mult: format the operands are rounded to first (``None``: as given).
+        mult: format the operands are rounded to first (``None``: as given); ``"lmulN"``:
+            L-Mul products (operands rounded to e8mN).
         mult_mode: mode of that rounding (default ``"rne"``).
         prod: format each product is rounded to (``None``: exact products).
         prod_mode: mode of the product rounding.
-        acc: accumulator format (``None``: float64 RNE).
+        acc: accumulator format (``None``: float64 RNE); ``"quire"``: exact sum, rounded
+            once to ``out``.
         acc_mode: mode of every accumulation step (any mode, stochastic ones included).
         order: ``"sequential"``, ``"pairwise"`` or ``"blocked"``.
         block_k: group size of the blocked order (implies ``order="blocked"``).
@@ -1063,4 +1300,5 @@ def _matmul_jax(A: Any, B: Any, cfg: GemmConfig, bwd: GemmConfig, seed: int, imp
     return jnp.asarray(C)
 
 
-__all__ = ["GemmConfig", "dot", "gemm_presets", "get_gemm_config", "matmul", "stream_seed"]
+__all__ = ["QUIRE", "GemmConfig", "dot", "gemm_presets", "get_gemm_config", "lmul_bits", "matmul",
+           "quire_plan", "stream_seed"]

@@ -33,6 +33,12 @@ Random draws are the counter-based hash of :mod:`lowbit.kernels.randbits`, recom
 from the operands (lowest set bit, largest magnitude) that every partial sum of a block is exact
 in float64 — always the case for fp8 operands and blocks of 32.
 
+L-Mul products (``mult="lmulN"``): every kernel takes ``lmc``, the carry-form constant in the
+float64 layout (:func:`lmul_constant64`; 0 means ordinary products); :func:`_lmul64` adds the
+operands' bit fields as integers, which is the same computation as the float32-layout one of
+:mod:`lowbit.arith.approx` with a wider mantissa field. ``acc="quire"``: :func:`gemm_quire`,
+a binned exact accumulation (plan and proof in :func:`lowbit.arith.matmul.quire_plan`).
+
 Nothing compiles at import time; each kernel compiles on first use and is cached on disk.
 """
 
@@ -435,11 +441,73 @@ def operand_stats(x: Any) -> tuple[bool, bool, int, float]:
 
 
 # ---- products ------------------------------------------------------------------------------------
+_LMUL_LO = (1023 - 126) << 52  # L-Mul results below 2^-126 flush to zero
+_LMUL_HI = (1023 + 128) << 52  # ... and from 2^128 up overflow to infinity
+
+
+def lmul_constant64(man_bits: int) -> int:
+    """The carry-form constant of L-Mul with ``man_bits`` mantissa bits in the float64 layout:
+    ``(1023 << 52) - 2^(52 - l(m))`` (never 0, so 0 can mean "exact products")."""
+    sh = man_bits if man_bits <= 3 else (3 if man_bits == 4 else 4)
+    return (1023 << 52) - (1 << (52 - sh))
+
+
+@njit(inline="always")
+def _lmul64(a: float, b: float, lmc: int) -> float:
+    """L-Mul (carry form) of two e8mM values ±0 / normal / ±inf / NaN, on their float64 bits.
+
+    The same integer add as :func:`lowbit.arith.approx.lmul` does on float32 bits, with the
+    mantissa field 29 bits wider: results below 2^-126 become ±0, from 2^128 up ±inf; zero
+    operands give ±0, inf/NaN follow IEEE multiplication. ``(|a| - lmc) + |b|`` cannot
+    overflow for finite e8mM operands (|a|, |b| < 2^128); the non-finite cases are selected
+    away.
+    """
+    ua = _f2i(a)
+    ub = _f2i(b)
+    xa = ua & _ABS
+    xb = ub & _ABS
+    s = (ua ^ ub) & _SIGN
+    r = (xa - lmc) + xb
+    r = 0 if r < _LMUL_LO else r
+    r = _INFB if r >= _LMUL_HI else r
+    zero = (xa == 0) | (xb == 0)
+    r = 0 if zero else r
+    nonfin = (xa >= _INFB) | (xb >= _INFB)
+    nan = (xa > _INFB) | (xb > _INFB) | (zero & nonfin)
+    r = _INFB if nonfin else r
+    return _i2f(_QNAN if nan else (r | s))
+
+
 @njit(cache=True)
-def _term(a: float, b: float, exact: bool, P: Any, idx: int) -> tuple[float, float]:
-    """One term: (hi, lo) with hi + lo the exact product, or the product rounded in stage P
-    (then lo = 0)."""
-    if exact:
+def lmul_vector64(x: Any, y: Any, lmc: int) -> Any:
+    """:func:`_lmul64` over two float64 vectors (for tests)."""
+    out = np.empty(x.size)
+    for t in range(x.size):
+        out[t] = _lmul64(x[t], y[t], lmc)
+    return out
+
+
+@njit(cache=True)
+def _lmul_terms(a: float, B: Any, bb: int, k: int, j0: int, jn: int, th: Any, tl: Any, P: Any,
+                base: int, sj: int, lmc: int) -> None:
+    """th[:jn] = L-Mul products a ∘ B[bb, k, j0:j0+jn] (rounded in stage P), tl[:jn] = 0."""
+    for jj in range(jn):
+        th[jj] = _lmul64(a, np.float64(B[bb, k, j0 + jj]), lmc)
+        tl[jj] = 0.0
+    if P[0] == EMUL:
+        for jj in range(jn):
+            th[jj] = _stage(th[jj], P, base + jj * sj)
+
+
+@njit(cache=True)
+def _term(a: float, b: float, exact: bool, P: Any, idx: int, lmc: int
+          ) -> tuple[float, float]:
+    """One term: (hi, lo) with hi + lo the exact product (the L-Mul product when ``lmc``),
+    or the product rounded in stage P (then lo = 0)."""
+    if lmc != 0:
+        ph = _lmul64(a, b, lmc)
+        pl = 0.0
+    elif exact:
         ph = a * b
         pl = 0.0
     else:
@@ -489,9 +557,12 @@ def _terms_rne(a: float, B: Any, bb: int, k: int, j0: int, jn: int, th: Any, P: 
 
 @njit(cache=True)
 def _fill_terms(a: float, B: Any, bb: int, k: int, j0: int, jn: int, th: Any, tl: Any,
-                exact: bool, P: Any, base: int, sj: int) -> None:
-    """th[:jn], tl[:jn] = the terms of a * B[bb, k, j0:j0+jn]; draw index base + jj * sj."""
-    if exact and P[0] == EMUL:
+                exact: bool, P: Any, base: int, sj: int, lmc: int) -> None:
+    """th[:jn], tl[:jn] = the terms of a * B[bb, k, j0:j0+jn] (L-Mul products when ``lmc``);
+    draw index base + jj * sj."""
+    if lmc != 0:
+        _lmul_terms(a, B, bb, k, j0, jn, th, tl, P, base, sj, lmc)
+    elif exact and P[0] == EMUL:
         if P[5] >= SR:
             _terms_sr(a, B, bb, k, j0, jn, th, P, base, sj)
         elif P[5] == RNE and P[10] + 1075 <= 2046:
@@ -506,7 +577,7 @@ def _fill_terms(a: float, B: Any, bb: int, k: int, j0: int, jn: int, th: Any, tl
             tl[jj] = 0.0
     else:
         for jj in range(jn):
-            h, lo = _term(a, np.float64(B[bb, k, j0 + jj]), exact, P, base + jj * sj)
+            h, lo = _term(a, np.float64(B[bb, k, j0 + jj]), exact, P, base + jj * sj, 0)
             th[jj] = h
             tl[jj] = lo
 
@@ -592,7 +663,7 @@ def _acc_add(ch: Any, cl: Any, rh: Any, rl: Any, jn: int, Q: Any, base: int, sj:
 # ---- order = "sequential" ------------------------------------------------------------------------
 @njit(parallel=True, cache=True)
 def gemm_sequential(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, Q: Any,
-                    jb: int, si: int, sj: int) -> None:
+                    jb: int, si: int, sj: int, lmc: int) -> None:
     """C[t, i, j] = the sequential emulated dot product of A[ia[t], i, :] and B[ib[t], :, j].
 
     Step k rounds c + t_k in stage Q (k = 0: t_0 alone); draws of the product (P) and the
@@ -602,12 +673,12 @@ def gemm_sequential(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: An
     """
     nb, M, _ = C.shape
     for row in prange(nb * M):
-        _seq_row(A, B, ia, ib, C, exact, P, Q, jb, si, sj, row)
+        _seq_row(A, B, ia, ib, C, exact, P, Q, jb, si, sj, row, lmc)
 
 
 @njit(cache=True)
 def _seq_row(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, Q: Any, jb: int,
-             si: int, sj: int, row: int) -> None:
+             si: int, sj: int, row: int, lmc: int) -> None:
     """One output row of :func:`gemm_sequential`, in column chunks of ``jb``."""
     nb, M, N = C.shape
     K = A.shape[2]
@@ -628,7 +699,8 @@ def _seq_row(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, Q: A
         o0 = t * M * N + i * si + j0 * sj
         for k in range(K):
             base = k * n_out + o0
-            _fill_terms(np.float64(A[ba, i, k]), B, bb, k, j0, jn, th, tl, exact, P, base, sj)
+            _fill_terms(np.float64(A[ba, i, k]), B, bb, k, j0, jn, th, tl, exact, P, base, sj,
+                        lmc)
             if k == 0:
                 for jj in range(jn):
                     h = th[jj]
@@ -646,7 +718,7 @@ def _seq_row(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, Q: A
 # ---- order = "pairwise" --------------------------------------------------------------------------
 @njit(parallel=True, cache=True)
 def gemm_pairwise(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, Q: Any,
-                  jb: int, si: int, sj: int) -> None:
+                  jb: int, si: int, sj: int, lmc: int) -> None:
     """Pairwise (binary tree) summation of the K terms, every internal node rounded in Q.
 
     The tree pairs neighbours level by level (an odd last element moves up unpaired); it is
@@ -657,12 +729,12 @@ def gemm_pairwise(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any,
     """
     nb, M, _ = C.shape
     for row in prange(nb * M):
-        _pair_row(A, B, ia, ib, C, exact, P, Q, jb, si, sj, row)
+        _pair_row(A, B, ia, ib, C, exact, P, Q, jb, si, sj, row, lmc)
 
 
 @njit(cache=True)
 def _pair_row(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, Q: Any, jb: int,
-              si: int, sj: int, row: int) -> None:
+              si: int, sj: int, row: int, lmc: int) -> None:
     """One output row of :func:`gemm_pairwise`."""
     nb, M, N = C.shape
     K = A.shape[2]
@@ -688,7 +760,7 @@ def _pair_row(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, Q: 
         for k in range(K + 1):
             if k < K:
                 _fill_terms(np.float64(A[ba, i, k]), B, bb, k, j0, jn, sh[d], sl[d], exact, P,
-                            k * n_out + o0, sj)
+                            k * n_out + o0, sj, lmc)
                 start[d] = k
                 size[d] = 1
                 d += 1
@@ -716,7 +788,7 @@ def _pair_row(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, Q: 
 # ---- order = "blocked" ---------------------------------------------------------------------------
 @njit(parallel=True, cache=True)
 def gemm_blocked(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, Q: Any,
-                 jb: int, si: int, sj: int, bk: int, fma: bool, plain: bool) -> None:
+                 jb: int, si: int, sj: int, bk: int, fma: bool, plain: bool, lmc: int) -> None:
     """Blocks of ``bk`` terms summed exactly, then folded into the accumulator.
 
     ``fma=False``: the block sum g is rounded in Q (draw step 2b), then c = round(c + g) (step
@@ -731,7 +803,7 @@ def gemm_blocked(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, 
     """
     nb, M, _ = C.shape
     for row in prange(nb * M):
-        _blk_row(A, B, ia, ib, C, exact, P, Q, jb, si, sj, bk, fma, plain, row)
+        _blk_row(A, B, ia, ib, C, exact, P, Q, jb, si, sj, bk, fma, plain, row, lmc)
 
 
 @njit(cache=True)
@@ -751,7 +823,7 @@ def _blk_sum2(th: Any, tl: Any, ss: Any, ls: Any, bad: Any, jn: int) -> None:
 
 @njit(cache=True)
 def _blk_row(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, Q: Any, jb: int,
-             si: int, sj: int, bk: int, fma: bool, plain: bool, row: int) -> None:
+             si: int, sj: int, bk: int, fma: bool, plain: bool, row: int, lmc: int) -> None:
     """One output row of :func:`gemm_blocked`."""
     nb, M, N = C.shape
     K = A.shape[2]
@@ -787,7 +859,8 @@ def _blk_row(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, Q: A
                     for jj in range(jn):
                         ss[jj] += a * np.float64(B[bb, k, j0 + jj])
                 else:
-                    _fill_terms(a, B, bb, k, j0, jn, th, tl, exact, P, k * n_out + o0, sj)
+                    _fill_terms(a, B, bb, k, j0, jn, th, tl, exact, P, k * n_out + o0, sj,
+                                lmc)
                     _blk_sum2(th, tl, ss, ls, bad, jn)
             for jj in range(jn):
                 o = o0 + jj * sj
@@ -803,7 +876,7 @@ def _blk_row(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, Q: A
                         n = 1
                     for k in range(ka, kb):
                         h, lo = _term(np.float64(A[ba, i, k]), np.float64(B[bb, k, j0 + jj]),
-                                      exact, P, k * n_out + o)
+                                      exact, P, k * n_out + o, lmc)
                         negz = negz & _is_negz(h)
                         posz = posz & _is_posz(h)
                         vals[n] = h
@@ -828,3 +901,114 @@ def _blk_row(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, Q: A
                                             vals)
         for jj in range(jn):
             C[t, i, j0 + jj] = cc[jj] if K > 0 else 0.0
+
+
+# ---- acc = "quire": the exact sum of all K terms, rounded once -----------------------------------
+@njit(parallel=True, cache=True)
+def gemm_quire(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, jb: int, si: int,
+               sj: int, lmc: int, sig: Any, nbin: int, rd: bool, native: bool) -> None:
+    """C[t, i, j] = the exact sum of the K terms of output (t, i, j), as a float64: its RN
+    value (``native``) or its round-to-odd value (to be rounded once more by the caller).
+
+    Binned exact accumulation (the plan ``sig``, ``nbin`` comes from
+    :func:`lowbit.arith.matmul.quire_plan`, which proves it exact): bin b < nbin - 1 takes
+    from each term t its part ``h = fl(fl(sig[b] + t) - sig[b])`` — t rounded to a multiple
+    of the bin's quantum, exactly — and passes on the exact remainder ``t - h``; the last bin
+    takes what is left. Every bin sum is exact by the plan, so the exact sum is the sum of
+    the nbin bin values, which :func:`_sum_exact` rounds (RN and round-to-odd). A column whose
+    bins are not finite (an inf/NaN term) is recomputed term by term with the partials
+    algorithm; an exact zero sum gets its sign from the terms (IEEE 754 §6.3, as the other
+    orders). ``nbin = 0`` (no plan: extreme exponent ranges) computes every column that way.
+    """
+    nb, M, _ = C.shape
+    for row in prange(nb * M):
+        _quire_row(A, B, ia, ib, C, exact, P, jb, si, sj, lmc, sig, nbin, rd, native, row)
+
+
+@njit(cache=True)
+def _bin_add(x: Any, bins: Any, sig: Any, nbin: int, jn: int) -> None:
+    """Distribute the terms x[:jn] over the bins (x is consumed)."""
+    for b in range(nbin - 1):
+        s = sig[b]
+        bk = bins[b]
+        for jj in range(jn):
+            t = x[jj]
+            h = (s + t) - s
+            bk[jj] += h
+            x[jj] = t - h
+    last = bins[nbin - 1]
+    for jj in range(jn):
+        last[jj] += x[jj]
+
+
+@njit(cache=True)
+def _quire_row(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, jb: int,
+               si: int, sj: int, lmc: int, sig: Any, nbin: int, rd: bool, native: bool,
+               row: int) -> None:
+    """One output row of :func:`gemm_quire`."""
+    nb, M, N = C.shape
+    K = A.shape[2]
+    n_out = nb * M * N
+    t = row // M
+    i = row - t * M
+    ba = ia[t]
+    bb = ib[t]
+    th = np.empty(jb)
+    tl = np.empty(jb)
+    nbk = nbin if nbin > 0 else 1
+    bins = np.empty((nbk, jb))
+    part = np.empty(_NPART + 2 * K + nbk)
+    vals = np.empty(2 * K + nbk)
+    for j0 in range(0, N, jb):
+        jn = min(jb, N - j0)
+        o0 = t * M * N + i * si + j0 * sj
+        if nbin > 0:
+            for b in range(nbin):
+                for jj in range(jn):
+                    bins[b, jj] = 0.0
+            for k in range(K):
+                _fill_terms(np.float64(A[ba, i, k]), B, bb, k, j0, jn, th, tl, exact, P,
+                            k * n_out + o0, sj, lmc)
+                _bin_add(th, bins, sig, nbin, jn)
+                if not exact:
+                    _bin_add(tl, bins, sig, nbin, jn)
+        for jj in range(jn):
+            o = o0 + jj * sj
+            fin = nbin > 0
+            for b in range(nbin):
+                vals[b] = bins[b, jj]
+                fin = fin & ((_f2i(vals[b]) & _INFB) != _INFB)
+            if fin:
+                if nbin == 1:  # one exact float64
+                    hi = vals[0]
+                    v = hi
+                elif nbin == 2:
+                    hi, e = _two_sum(vals[0], vals[1])
+                    v = _odd53_ts(hi, e)
+                else:
+                    hi, v = _sum_exact(vals, nbin, part, False, False, rd)
+                if hi == 0.0:  # the sign of an exact zero sum needs every term
+                    negz = True
+                    posz = True
+                    for k in range(K):
+                        h, lo = _term(np.float64(A[ba, i, k]), np.float64(B[bb, k, j0 + jj]),
+                                      exact, P, k * n_out + o, lmc)
+                        negz = negz & _is_negz(h)
+                        posz = posz & _is_posz(h)
+                    z = -0.0 if (negz or (rd and not posz)) else 0.0
+                    hi = z
+                    v = z
+            else:  # non-finite terms (or no plan): the partials algorithm on all terms
+                negz = True
+                posz = True
+                n = 0
+                for k in range(K):
+                    h, lo = _term(np.float64(A[ba, i, k]), np.float64(B[bb, k, j0 + jj]),
+                                  exact, P, k * n_out + o, lmc)
+                    negz = negz & _is_negz(h)
+                    posz = posz & _is_posz(h)
+                    vals[n] = h
+                    vals[n + 1] = lo
+                    n += 2
+                hi, v = _sum_exact(vals, n, part, negz, posz, rd)
+            C[t, i, j0 + jj] = hi if native else v
