@@ -40,6 +40,8 @@ bench: $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/bench_matmul.py --markdown benchmarks/RESULTS.md
 	$(BIN)/python benchmarks/bench_arith.py --markdown benchmarks/RESULTS.md
 	$(BIN)/python benchmarks/bench_nn.py --markdown benchmarks/RESULTS.md
+	$(BIN)/python benchmarks/bench_lmul.py --markdown benchmarks/RESULTS.md
+	$(BIN)/python benchmarks/bench_dfp.py --markdown benchmarks/RESULTS.md
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check src tests benchmarks experiments examples
