@@ -23,9 +23,12 @@ __version__ = "0.1.0"
 
 # The torch-based layers are optional (pip install 'lowbit[torch]'): import them on first use so
 # that `import lowbit` needs only numpy and numba.
-_LAZY_MODULES = ("amp", "data", "methods", "models", "nn", "optim", "ptq", "train")
+_LAZY_MODULES = ("amp", "data", "methods", "models", "nn", "optim", "ptq", "recipes", "train")
 _LAZY_NAMES = {"save": "lowbit.nn.checkpoint", "load": "lowbit.nn.checkpoint"}
 _LAZY_ALIASES = {
+    "approx": "lowbit.arith.approx",
+    "dfp": "lowbit.arith.dfp",
+    "ivit": "lowbit.methods.ivit",
     "autonumerics": "lowbit.methods.autonumerics",
     "dr": "lowbit.methods.double_rounding",
 }
@@ -54,17 +57,20 @@ __all__ = [
     "RoundMode",
     "__version__",
     "amp",
+    "approx",
     "arith",
     "array",
     "autonumerics",
     "blocks",
     "data",
     "decode",
+    "dfp",
     "dot",
     "dr",
     "encode",
     "flip_bits",
     "get_format",
+    "ivit",
     "linalg",
     "load",
     "matmul",
@@ -78,6 +84,7 @@ __all__ = [
     "quantize_fixed",
     "quantize_int",
     "quantize_mx",
+    "recipes",
     "round",
     "save",
     "sum",

@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from lowbit.models.cnn import CNNSmall
+from lowbit.models.lenet import LeNet5
 from lowbit.models.mlp import MLP
 from lowbit.models.resnet import ResNetSmall
 from lowbit.models.vit import ViTTiny
@@ -17,6 +18,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "cnn-small": CNNSmall,
     "mlp": MLP,
     "vit-tiny": ViTTiny,
+    "lenet5": LeNet5,
 }
 
 
