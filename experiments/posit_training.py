@@ -375,7 +375,7 @@ def write_report(results: dict[str, Any], st: Settings, out: Path, png: Path) ->
         lines += [
             "",
             "Why 8 bits fail where they fail (one batch of 64 training images through the "
-            "trained float model; in exact arithmetic the second column is 0):",
+            "trained float model; in exact arithmetic the fourth column is 0):",
             "",
             "| format | weights one SGD step changes | mean weight gradients below minpos | "
             "mean abs. sum of dL/dz over classes | dL/dz entries at ±minpos |",
