@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from lowbit.models._checks import positive_int
-from lowbit.nn.matmul import MatMul
+from lowbit.models.vit import Attention, Block
 
 
-class CausalSelfAttention(nn.Module):
+class CausalSelfAttention(Attention):
     """Multi-head self-attention in which position ``i`` attends to positions ``<= i`` only.
 
     The mask is applied to the scores before the softmax (``-inf`` above the diagonal), so the
@@ -28,42 +28,24 @@ class CausalSelfAttention(nn.Module):
     """
 
     def __init__(self, dim: int, heads: int, context: int) -> None:
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"dim={dim} is not divisible by heads={heads}")
-        self.heads = heads
-        self.head_dim = dim // heads
-        self.scale = self.head_dim**-0.5
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.score = MatMul()
-        self.mix = MatMul()
-        self.proj = nn.Linear(dim, dim)
+        super().__init__(dim, heads)
         mask = torch.ones(context, context, dtype=torch.bool).tril()
         self.register_buffer("mask", mask, persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]  # (B, heads, N, head_dim)
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        n = q.shape[-2]
         s = self.score(q, k.transpose(-2, -1)) * self.scale
         s = s.masked_fill(~self.mask[:n, :n], float("-inf"))
-        out = self.mix(s.softmax(dim=-1), v)
-        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+        return self.mix(s.softmax(dim=-1), v)
 
 
-class CausalBlock(nn.Module):
-    """Pre-norm block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``."""
+class CausalBlock(Block):
+    """Pre-norm block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``, attention causal."""
 
     def __init__(self, dim: int, heads: int, context: int, mlp_dim: int) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = CausalSelfAttention(dim, heads, context)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        # LayerNorms draw no random numbers, so building the attention first keeps the
+        # parameter initialisation of Block's order (attention, then MLP).
+        super().__init__(dim, heads, mlp_dim, attn=CausalSelfAttention(dim, heads, context))
 
 
 class CharTransformerLM(nn.Module):
