@@ -87,11 +87,16 @@ class LowPrecisionSGD(LowPrecisionOptimizer):
                         master_weights=master_weights, seed=seed)
         super().__init__(params, defaults)
 
+    def _grad(self, p: torch.Tensor, group: dict[str, Any]) -> torch.Tensor:
+        """The gradient the update uses; subclasses may scale or round it first."""
+        assert p.grad is not None
+        return p.grad
+
     def _update(self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any],
                 offset: int) -> None:
         lr, wd, mom = group["lr"], group["weight_decay"], group["momentum"]
         w = self._weight(p, group, state)
-        d = p.grad.to(w.dtype)
+        d = self._grad(p, group).to(w.dtype)
         if wd != 0:
             d = d.add(w, alpha=wd)
         if mom != 0:

@@ -90,26 +90,10 @@ class PositSGD(LowPrecisionSGD):
         for g in self.param_groups:
             g["grad_divisor"] = float(n)
 
-    def _update(
-        self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any], offset: int
-    ) -> None:
+    def _grad(self, p: torch.Tensor, group: dict[str, Any]) -> torch.Tensor:
         assert p.grad is not None
         g = p.grad.detach().to(torch.float64) / group["grad_divisor"]
-        g = round_to(g, group["grad_fmt"], RoundMode.RNE, 0, 0)
-        lr, wd, mom = group["lr"], group["weight_decay"], group["momentum"]
-        w = self._weight(p, group, state)
-        d = g.to(w.dtype)
-        if wd != 0:
-            d = d.add(w, alpha=wd)
-        if mom != 0:
-            if "momentum_buffer" not in state:
-                buf = d.clone()
-            else:
-                buf = state["momentum_buffer"].mul(mom).add_(d, alpha=1 - group["dampening"])
-            self._store_state(state, "momentum_buffer", buf, group, offset)
-            d = d.add(buf, alpha=mom) if group["nesterov"] else buf
-        w.add_(d, alpha=-lr)
-        self._store_weight(p, w, group, state, offset)
+        return round_to(g, group["grad_fmt"], RoundMode.RNE, 0, 0)
 
 
 def train_step(
