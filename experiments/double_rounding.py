@@ -60,7 +60,7 @@ class Settings:
     train_subset: int | None = 8000
     test_subset: int | None = None
     fp_epochs: int = 6
-    dr_epochs: int = 3
+    dr_epochs: int = 6
     batch_size: int = 128
     fp_lr: float = 2e-3
     dr_lr: float = 5e-4
