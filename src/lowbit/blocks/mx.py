@@ -48,6 +48,7 @@ from lowbit.blocks._common import (
 )
 from lowbit.formats import BlockFormat, FixedFormat, FloatFormat, get_format
 from lowbit.formats.registry import block_presets
+from lowbit.kernels import buffers
 from lowbit.kernels.randbits import seed_keys
 from lowbit.rounding.api import DEFAULT_SR_BITS, resolve_policy
 from lowbit.rounding.api import round as lb_round
@@ -199,7 +200,7 @@ def _run_kernel(x: np.ndarray, f: BlockFormat, block: int, rule: str, m: RoundMo
     n = x.shape[-1]
     nb = -(-n // block)
     if out is None:
-        out = np.empty_like(x)
+        out = buffers.empty(x.shape, x.dtype)  # x is C-contiguous (_kernel_ok)
     scales = np.empty((*x.shape[:-1], nb), dtype=np.uint8)
     sf = f.scale_fmt
     rb = DEFAULT_SR_BITS if rand_bits is None else int(rand_bits)

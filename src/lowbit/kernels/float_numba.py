@@ -41,6 +41,7 @@ import numpy as np
 from numba import njit, prange, set_parallel_chunksize
 
 from lowbit.formats import FixedFormat, FloatFormat, IntFormat
+from lowbit.kernels import buffers
 from lowbit.kernels import float_numba_fp64 as k64
 from lowbit.kernels._nbutil import mix32, prefer_wide_vectors, u32, u64
 from lowbit.kernels.randbits import seed_keys
@@ -398,7 +399,7 @@ def round_numpy(x: np.ndarray, fmt: Any, pol: EdgePolicy, seed: int, offset: int
                 return None
     xc = np.ascontiguousarray(x).reshape(-1)
     direct = out is not None and out.flags.c_contiguous and out.flags.writeable
-    res = out if direct else np.empty(x.shape, dtype=dt)
+    res = out if direct else buffers.empty(x.shape, dt)
     assert res is not None
     flat = res.reshape(-1)
     k0, k1 = _keys(pol, seed)

@@ -30,6 +30,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from lowbit.formats import PositFormat
+from lowbit.kernels import buffers
 from lowbit.kernels.randbits import seed_keys
 from lowbit.rounding.modes import RoundMode
 
@@ -149,7 +150,7 @@ def round_numpy(x: np.ndarray, fmt: Any, pol: Any, seed: int, offset: int,
         return None
     src = np.ascontiguousarray(x, dtype=cdt).reshape(-1)
     direct = out is not None and dt == cdt and out.flags.c_contiguous
-    res = out if direct else np.empty(x.shape, dtype=cdt)
+    res = out if direct else buffers.empty(x.shape, cdt)
     sr = pol.mode is RoundMode.SR
     k0, k1 = seed_keys(seed) if sr else (0, 0)
     kern(src.view(udt), res.reshape(-1).view(udt), fmt.n - 1, fmt.es, fmt.max, fmt.min_normal,
