@@ -496,11 +496,53 @@ def claims(agg: dict[str, Any], searches: dict[str, dr.SearchResult]) -> list[di
     return out
 
 
+_RUNS = ("alrs", "no_alrs", "432", "alrs_floor", "no_alrs_floor", "432_floor")
+
+
+def _load_seed(path: Path, st: Settings) -> dict[str, Any] | None:
+    """A seed's cached results when they were made with these settings (else ``None``)."""
+    if not path.exists():
+        return None
+    d = json.loads(path.read_text())
+    if d.get("settings") != json.loads(json.dumps(_seed_settings(st))):
+        return None
+    res = d["results"]
+    for key in _RUNS:  # JSON turned the bit-width keys into strings
+        res[key] = {int(b): v for b, v in res[key].items()}
+    return res
+
+
+def _seed_settings(st: Settings) -> dict[str, Any]:
+    """The settings a seed's results depend on (not the seed list or the search sizes)."""
+    d = asdict(st)
+    for k in ("seeds", "targets_8642", "targets_432", "trace_batches", "probes", "calib_batches"):
+        d.pop(k)
+    return d
+
+
+def _search_from_json(d: dict[str, Any]) -> dr.SearchResult:
+    return dr.SearchResult(
+        traces=d["traces"],
+        scores={},
+        solutions=[],
+        points=d["points"],
+        front=d["front"],
+        seconds=d.get("seconds", 0.0),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(ROOT / "docs" / "results"), help="output folder")
     p.add_argument("--quick", action="store_true", help="tiny sizes (for tests)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2)")
+    p.add_argument(
+        "--run-only",
+        default=None,
+        help="comma-separated seeds to run and cache without writing the report (to spread "
+        "seeds over processes; seed 0 also runs the mixed-precision search)",
+    )
+    p.add_argument("--force", action="store_true", help="rerun seeds that are cached")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default torch's)")
     p.add_argument("--data-dir", default=None, help="folder with Fashion-MNIST's files")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -513,29 +555,82 @@ def main(argv: list[str] | None = None) -> int:
     progress = not args.no_progress
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    # each seed's results (and seed 0's search) are cached, so seeds can run in separate
+    # processes and the report is assembled from whatever is cached
+    cache = out / ("double_rounding_quick" if args.quick else "double_rounding")
+    cache.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    seeds, models0 = [], None
-    for seed in st.seeds:
-        res, models = run_seed(seed, st, args.data_dir, progress)
-        seeds.append(res)
+    todo = [int(s) for s in args.run_only.split(",")] if args.run_only else list(st.seeds)
+    seeds: dict[int, dict[str, Any]] = {}
+    search_file = cache / "search.json"
+    for seed in todo:
+        path = cache / f"seed{seed}.json"
+        res = None if args.force else _load_seed(path, st)
+        if res is None:
+            res, models = run_seed(seed, st, args.data_dir, progress)
+            path.write_text(
+                json.dumps({"settings": _seed_settings(st), "results": res}, indent=2, default=str)
+                + "\n"
+            )
+            if seed == st.seeds[0]:
+                searches = {
+                    "{8,6,4,2}": run_search(
+                        models["alrs"], models["loaders"], st.targets_8642, st, progress
+                    ),
+                    "{4,3,2}": run_search(
+                        models["432"], models["loaders"], st.targets_432, st, progress
+                    ),
+                }
+                search_file.write_text(
+                    json.dumps(
+                        {
+                            "settings": asdict(st),
+                            "search": {
+                                k: {
+                                    "traces": v.traces,
+                                    "points": v.points,
+                                    "front": v.front,
+                                    "seconds": v.seconds,
+                                }
+                                for k, v in searches.items()
+                            },
+                        },
+                        indent=2,
+                        default=str,
+                    )
+                    + "\n"
+                )
+        seeds[seed] = res
         print(
             f"seed {seed}: FP32 {100 * res['fp32']:.2f}; ALRS "
             + " / ".join(f"{100 * res['alrs'][b]:.2f}" for b in (8, 6, 4, 2))
             + f"; {res['seconds']['total']:.0f} s",
             flush=True,
         )
-        if models0 is None:
-            models0 = models
-    agg: dict[str, Any] = {"fp32": summary([s["fp32"] for s in seeds])}
+    if args.run_only:
+        return 0
+    missing = [s for s in st.seeds if s not in seeds]
+    if missing or not search_file.exists():
+        print(f"not all seeds are cached (missing {missing}); no report written")
+        return 1
+    results_seeds = [seeds[s] for s in st.seeds]
+    agg: dict[str, Any] = {"fp32": summary([s["fp32"] for s in results_seeds])}
     for key in ("alrs", "no_alrs", "alrs_floor", "no_alrs_floor", "432", "432_floor"):
-        agg[key] = {str(b): summary([s[key][b] for s in seeds]) for b in seeds[0][key]}
-    assert models0 is not None
+        agg[key] = {
+            str(b): summary([s[key][b] for s in results_seeds]) for b in results_seeds[0][key]
+        }
     searches = {
-        "{8,6,4,2}": run_search(models0["alrs"], models0["loaders"], st.targets_8642, st, progress),
-        "{4,3,2}": run_search(models0["432"], models0["loaders"], st.targets_432, st, progress),
+        k: _search_from_json(v) for k, v in json.loads(search_file.read_text())["search"].items()
     }
-    seconds = time.perf_counter() - t0
-    results = {"seeds": seeds, "aggregate": agg, "settings": asdict(st), "seconds": seconds}
+    seconds = sum(s["seconds"]["total"] for s in results_seeds) + sum(
+        v.seconds for v in searches.values()
+    )
+    results = {
+        "seeds": results_seeds,
+        "aggregate": agg,
+        "settings": asdict(st),
+        "seconds": seconds,
+    }
     results["claims"] = claims(agg, searches)
     results["search"] = {
         k: {"traces": v.traces, "points": v.points, "front": v.front} for k, v in searches.items()
@@ -545,7 +640,8 @@ def main(argv: list[str] | None = None) -> int:
     md = write_report(results, searches, st, out, png, seconds)
     (out / "double_rounding.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(md.read_text())
-    print(f"wrote {md}, {png} and {out / 'double_rounding.json'} in {seconds / 60:.1f} min")
+    dt = time.perf_counter() - t0
+    print(f"wrote {md}, {png} and {out / 'double_rounding.json'} ({dt:.0f} s)")
     return 0
 
 
