@@ -176,7 +176,7 @@ def _fast_binary(x: Any, y: Any, call: _Call, op: str) -> Any:
         return None
     import secrets
 
-    from lowbit.kernels import arith_numba
+    from lowbit.kernels import arith_numba, buffers
     from lowbit.kernels.randbits import seed_keys
 
     # operands are rounded as _Call.operand does: RNE, overflow by the format's default
@@ -193,11 +193,11 @@ def _fast_binary(x: Any, y: Any, call: _Call, op: str) -> Any:
         infv = float("inf") if f.has_inf else float("nan")
     rb = call.rand_bits or 32
     dt = x.dtype if _holds(x.dtype, f) else np.dtype(np.float64)
-    out = np.empty(x.shape, dtype=dt)
+    out = buffers.empty(x.shape, dt)
     arith_numba.binary(np.ascontiguousarray(x).reshape(-1), np.ascontiguousarray(y).reshape(-1),
                        out.reshape(-1), _OPS[op], f.man_bits, f.emin, f.max, infv,
                        list(RoundMode).index(mode), f.special == "fnuz", rb, k0, k1, offset,
-                       call.inputs == "round", infv_in)
+                       call.inputs == "round", infv_in, f.emax - f.man_bits + 1)
     return out
 
 
