@@ -10,6 +10,7 @@ comparison of the candidate's neighbours' squares).
 from __future__ import annotations
 
 import math
+import zlib
 from fractions import Fraction
 
 import numpy as np
@@ -34,8 +35,9 @@ def _pairs(name: str) -> tuple[np.ndarray, np.ndarray]:
     return x.ravel(), y.ravel()
 
 
-def _zero_sign(exact_zero: np.ndarray, x: np.ndarray, y: np.ndarray, mode: str,
-               expected: np.ndarray) -> np.ndarray:
+def _zero_sign(
+    exact_zero: np.ndarray, x: np.ndarray, y: np.ndarray, mode: str, expected: np.ndarray
+) -> np.ndarray:
     """IEEE 754 §6.3: x + y == 0 exactly is +0, -0 only in RD or when both are -0."""
     both_neg = np.signbit(x) & np.signbit(y)
     neg = both_neg | (mode == "rd") & ~(~np.signbit(x) & ~np.signbit(y))
@@ -167,8 +169,11 @@ def test_random_pairs_wide_formats(name: str) -> None:
     x[400:600] = rng.integers(1, 50, 200) * tiny  # subnormal operands
     x, y = lb.round(x, name), lb.round(y, name)
     for mode in DETERMINISTIC_MODES:
-        for op, f in (("add", lambda a, b: a + b), ("mul", lambda a, b: a * b),
-                      ("div", lambda a, b: a / b)):
+        for op, f in (
+            ("add", lambda a, b: a + b),
+            ("mul", lambda a, b: a * b),
+            ("div", lambda a, b: a / b),
+        ):
             got = getattr(arith, op)(x, y, name, mode, inputs="check")
             want = []
             for a, b in zip(x.tolist(), y.tolist(), strict=True):
@@ -177,16 +182,23 @@ def test_random_pairs_wide_formats(name: str) -> None:
                     continue
                 ex = f(Fraction(a), Fraction(b))
                 if ex == 0:
-                    want.append(_zero_sign(np.array(True), np.array(a), np.array(b), mode,
-                                           np.array(0.0)).item())
+                    want.append(
+                        _zero_sign(
+                            np.array(True), np.array(a), np.array(b), mode, np.array(0.0)
+                        ).item()
+                    )
                 elif abs(ex) >= Fraction(fmt.max):
                     want.append(math.nan)  # overflow: checked separately
                 else:
                     want.append(_round_fraction(fmt, ex, mode))
             want_a = np.array(want)
             keep = ~np.isnan(want_a)
-            assert_same_bits(np.asarray(got, dtype=np.float64)[keep], want_a[keep], x[keep],
-                             f"{op} {name} {mode}")
+            assert_same_bits(
+                np.asarray(got, dtype=np.float64)[keep],
+                want_a[keep],
+                x[keep],
+                f"{op} {name} {mode}",
+            )
 
 
 def test_overflow_and_specials_follow_ieee() -> None:
@@ -278,11 +290,11 @@ def _random_operands(name: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarr
     x, y = lb.round(v[0], name), lb.round(v[1], name)
     k = n // 8
     y[:k] = -x[:k]  # exact cancellation (signed zeros)
-    y[k:2 * k] = lb.round(x[k:2 * k] * fmt.eps / 2, name)  # ties at the last place
-    x[2 * k:3 * k] = fmt.max * rng.choice([-1, 1], k)  # overflow boundary
-    y[2 * k:3 * k] = rng.choice([fmt.max * fmt.eps / 4, fmt.max * fmt.eps / 2, 1.0, 2.0], k)
-    x[3 * k:4 * k] = fmt.min_subnormal * rng.integers(-64, 64, k)  # subnormals and zeros
-    x[4 * k:4 * k + 64] = -0.0
+    y[k : 2 * k] = lb.round(x[k : 2 * k] * fmt.eps / 2, name)  # ties at the last place
+    x[2 * k : 3 * k] = fmt.max * rng.choice([-1, 1], k)  # overflow boundary
+    y[2 * k : 3 * k] = rng.choice([fmt.max * fmt.eps / 4, fmt.max * fmt.eps / 2, 1.0, 2.0], k)
+    x[3 * k : 4 * k] = fmt.min_subnormal * rng.integers(-64, 64, k)  # subnormals and zeros
+    x[4 * k : 4 * k + 64] = -0.0
     return x, y
 
 
@@ -309,30 +321,88 @@ def test_hundreds_of_thousands_of_random_pairs(name: str, op: str) -> None:
     assert x.size > 200_000
 
 
+def _round_fraction_ieee(fmt: lb.FloatFormat, x: Fraction, mode: str) -> float:
+    """Exact rounding of a nonzero Fraction with IEEE 754 §7.4 overflow: a result beyond
+    ``max`` rounds between ``max`` and ``ext = 2^(emax+1)`` (the next value with an unbounded
+    exponent); reaching ``ext``, or starting beyond it, overflows to ±inf in the nearest modes,
+    RU for positive and RD for negative results, and to ±max otherwise (RTZ, RO, and RU/RD
+    toward zero)."""
+    top = Fraction(fmt.max)
+    if abs(x) <= top:
+        return _round_fraction(fmt, x, mode)
+    neg = x < 0
+    ext = Fraction(2) ** (fmt.emax + 1)
+    if abs(x) < ext:  # max is odd (all-ones significand), ext is even
+        lo, hi = (-ext, -top) if neg else (top, ext)
+        r = pick(x, lo, hi, mode, lambda v: abs(v) == top)
+        if abs(r) == top:
+            return float(r)
+    to_max = mode in ("rtz", "ro") or (mode == "ru" and neg) or (mode == "rd" and not neg)
+    big = float(fmt.max) if to_max else math.inf
+    return -big if neg else big
+
+
+def _fp32_expected(op: str, a: float, b: float, mode: str, fmt: lb.FloatFormat) -> float:
+    """IEEE 754 result of ``a op b`` in fp32 from the exact rational value."""
+    sign_neg = (math.copysign(1, a) < 0) != (math.copysign(1, b) < 0)
+    if op == "div" and b == 0:
+        return math.nan if a == 0 else (-math.inf if sign_neg else math.inf)
+    fa, fb = Fraction(a), Fraction(b)
+    ex = {"add": fa + fb, "sub": fa - fb, "mul": fa * fb, "div": fa / fb if b else None}[op]
+    if ex != 0:
+        return _round_fraction_ieee(fmt, ex, mode)
+    if op in ("mul", "div"):  # an exact zero product or quotient: the signs' XOR
+        return -0.0 if sign_neg else 0.0
+    bb = b if op == "add" else -b  # x - y is x + (-y) for the sign of an exact zero sum
+    return _zero_sign(np.array(True), np.array(a), np.array(bb), mode, np.array(0.0)).item()
+
+
+FP32_SAMPLE = 9_000  # per (op, mode): 4 ops x 7 modes, each its own sample
+
+
+def _fp32_operands(op: str, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """``_random_operands`` seeded by (op, mode), plus subnormal second operands for part of
+    the subnormal class (subnormal sums, exact zeros of subnormals, and divisions by zero).
+    For ``sub`` the second operand is negated so that the classes built for ``x + y``
+    (cancellation to zero, ties, the overflow boundary) are classes of ``x - y``."""
+    fmt = lb.get_format("fp32")
+    seed = zlib.crc32(f"{op} {mode}".encode())
+    x, y = _random_operands("fp32", FP32_SAMPLE, seed=seed)
+    k = FP32_SAMPLE // 8
+    y[3 * k : 3 * k + k // 2] = fmt.min_subnormal * np.random.default_rng(seed).integers(
+        -64, 64, k // 2
+    )
+    return (x, -y) if op == "sub" else (x, y)
+
+
 @pytest.mark.slow
 def test_random_fp32_pairs_against_fractions() -> None:
+    """Each (op, mode) draws its own operands (seeded by the pair), so the union of distinct
+    operand pairs checked against the exact Fraction result exceeds 200,000. Every class of
+    ``_random_operands`` is kept: subnormal operands and results (underflow to signed zeros
+    included), ties, the overflow boundary (results rounded per IEEE 754 §7.4) and signed
+    zeros; the test counts the special results it checked."""
     name = "fp32"
     fmt = lb.get_format(name)
-    x, y = _random_operands(name, 20_000, seed=7)
-    keep = (np.abs(x) < fmt.max / 4) & (np.abs(y) < fmt.max / 4) & (y != 0)
-    x, y = x[keep], y[keep]
-    for op, f in (("add", lambda a, b: a + b), ("mul", lambda a, b: a * b),
-                  ("div", lambda a, b: a / b)):
-        for mode in ("rne", "rtz", "ru", "rd", "ro"):
+    seen: list[np.ndarray] = []
+    special = {"inf": 0, "max": 0, "subnormal": 0, "-0": 0}
+    for op in ("add", "sub", "mul", "div"):
+        for mode in DETERMINISTIC_MODES:
+            x, y = _fp32_operands(op, mode)
             got = np.asarray(getattr(arith, op)(x, y, name, mode, inputs="check"), np.float64)
-            want = []
-            for a, b in zip(x.tolist(), y.tolist(), strict=True):
-                ex = f(Fraction(a), Fraction(b))
-                if ex == 0 and op != "add":  # products and quotients: the signs' XOR
-                    neg = (math.copysign(1, a) < 0) != (math.copysign(1, b) < 0)
-                    want.append(-0.0 if neg else 0.0)
-                elif ex == 0:
-                    want.append(_zero_sign(np.array(True), np.array(a), np.array(b), mode,
-                                           np.array(0.0)).item())
-                elif not Fraction(fmt.min_subnormal) <= abs(ex) < Fraction(fmt.max):
-                    want.append(math.nan)  # underflow/overflow: covered above for fp16/bf16
-                else:
-                    want.append(_round_fraction(fmt, ex, mode))
-            w = np.array(want)
-            ok = ~np.isnan(w)
-            assert_same_bits(got[ok], w[ok], x[ok], f"{op} fp32 {mode}")
+            want = np.array(
+                [
+                    _fp32_expected(op, a, b, mode, fmt)
+                    for a, b in zip(x.tolist(), y.tolist(), strict=True)
+                ]
+            )
+            assert_same_bits(got, want, x, f"{op} fp32 {mode}")
+            seen.append(np.stack([x.view(np.uint64), y.view(np.uint64)], axis=1))
+            with np.errstate(invalid="ignore"):  # NaN from 0/0 compares false
+                special["inf"] += int(np.isinf(want).sum())
+                special["max"] += int((np.abs(want) == fmt.max).sum())
+                special["subnormal"] += int(((want != 0) & (np.abs(want) < fmt.min_normal)).sum())
+                special["-0"] += int(((want == 0) & np.signbit(want)).sum())
+    distinct = np.unique(np.concatenate(seen), axis=0).shape[0]
+    assert distinct >= 200_000, distinct
+    assert min(special.values()) > 0, special
