@@ -5,7 +5,8 @@ with every addition correctly rounded to the format (``lowbit.linalg.sum``). The
 relative error ``|s - sum x| / sum |x|`` (exact sum by ``math.fsum``, which is correctly
 rounded to float64) is compared with the a-priori bounds of Higham, *Accuracy and Stability of
 Numerical Algorithms*, ch. 4: recursive ``gamma_{n-1}``, pairwise ``gamma_{ceil(log2 n)}``,
-Kahan ``2u + O(n u^2)`` (reported as ``2u + 2nu^2``). Recursive summation with stochastic
+Kahan ``3u + C_n u^2`` (proved with explicit constants in ``lowbit.linalg.summation``; the
+literature's ``2u + O(n u^2)`` has no explicit second-order constant). Recursive summation with stochastic
 rounding is shown too (its bound uses ``2u``; its typical error grows like ``sqrt(n) u``).
 
 Run: ``.venv/bin/python examples/summation.py [--max-log2n 13] [--trials 32]``; writes
