@@ -46,22 +46,40 @@ def run(n: int = 10_000_000, repeat: int = 3) -> list[dict[str, Any]]:
             for mode in ("rne", "sr"):
                 for inputs in ("exact", "round"):
                     f = getattr(lb.arith, op)
-                    t = _best(lambda f=f, mode=mode, inputs=inputs, x=x, y=y, fmt=fmt: f(
-                        x, y, fmt, mode, seed=1, inputs=inputs), repeat)
-                    rows.append({"op": op, "format": fmt, "mode": mode, "inputs": inputs,
-                                 "seconds": t, "ratio": t_np / t, "numpy_s": t_np})
+                    t = _best(
+                        lambda f=f, mode=mode, inputs=inputs, x=x, y=y, fmt=fmt: f(
+                            x, y, fmt, mode, seed=1, inputs=inputs
+                        ),
+                        repeat,
+                    )
+                    rows.append(
+                        {
+                            "op": op,
+                            "format": fmt,
+                            "mode": mode,
+                            "inputs": inputs,
+                            "seconds": t,
+                            "ratio": t_np / t,
+                            "numpy_s": t_np,
+                        }
+                    )
     return rows
 
 
 def markdown(rows: list[dict[str, Any]], n: int) -> str:
-    lines = [f"### Elementwise arithmetic ({n:.0e} float32 elements; ratio = numpy float32 op "
-             "time / lowbit time, same run; target >= 0.3)", "",
-             "| op | format | mode | inputs | lowbit s | numpy s | ratio | target |",
-             "|---|---|---|---|---:|---:|---:|---|"]
+    lines = [
+        f"### Elementwise arithmetic ({n:.0e} float32 elements; ratio = numpy float32 op "
+        "time / lowbit time, same run; target >= 0.3)",
+        "",
+        "| op | format | mode | inputs | lowbit s | numpy s | ratio | target |",
+        "|---|---|---|---|---:|---:|---:|---|",
+    ]
     for r in rows:
         ok = "PASS" if r["ratio"] >= 0.3 else "FAIL"
-        lines.append(f"| {r['op']} | {r['format']} | {r['mode']} | {r['inputs']} | "
-                     f"{r['seconds']:.4f} | {r['numpy_s']:.4f} | {r['ratio']:.2f} | {ok} |")
+        lines.append(
+            f"| {r['op']} | {r['format']} | {r['mode']} | {r['inputs']} | "
+            f"{r['seconds']:.4f} | {r['numpy_s']:.4f} | {r['ratio']:.2f} | {ok} |"
+        )
     return "\n".join(lines) + "\n"
 
 

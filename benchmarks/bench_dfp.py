@@ -83,40 +83,66 @@ def run(quick: bool = False, repeat: int = 3) -> list[dict[str, Any]]:
         _, st = dfp.matmul(qa, qb)
         cases: list[tuple[str, Callable[[], Any], Any]] = [
             ("torch fp32 matmul (baseline)", lambda ta=ta, tb=tb: ta @ tb, None),
-            ("numpy float64 matmul (exact-integer kernel alone)",
-             lambda a64=a64, b64=b64: a64 @ b64, None),
+            (
+                "numpy float64 matmul (exact-integer kernel alone)",
+                lambda a64=a64, b64=b64: a64 @ b64,
+                None,
+            ),
             ("dfp.matmul, DFP-16 operands, numpy", lambda qa=qa, qb=qb: dfp.matmul(qa, qb), st),
-            ("dfp.matmul, DFP-16 operands, torch",
-             lambda tqa=tqa, tqb=tqb: dfp.matmul(tqa, tqb), st),
-            ("dfp.matmul, fp32 operands (quantization included)",
-             lambda ta=ta, tb=tb: dfp.matmul(ta, tb), st),
+            (
+                "dfp.matmul, DFP-16 operands, torch",
+                lambda tqa=tqa, tqb=tqb: dfp.matmul(tqa, tqb),
+                st,
+            ),
+            (
+                "dfp.matmul, fp32 operands (quantization included)",
+                lambda ta=ta, tb=tb: dfp.matmul(ta, tb),
+                st,
+            ),
         ]
         if i == 0:
             _, un = dfp.matmul(qa, qb, chunk=None, headroom=0)
-            cases.append(("dfp.matmul unchunked INT32, no head-room (simulated)",
-                          lambda qa=qa, qb=qb: dfp.matmul(qa, qb, chunk=None, headroom=0), un))
+            cases.append(
+                (
+                    "dfp.matmul unchunked INT32, no head-room (simulated)",
+                    lambda qa=qa, qb=qb: dfp.matmul(qa, qb, chunk=None, headroom=0),
+                    un,
+                )
+            )
         for name, fn, stats in cases:
             if name.startswith("torch fp32"):
                 t, c = t_fp, c_fp
             else:
                 t, c = best_time(fn, repeat)
-            rows.append({"case": name, "label": label, "shape": f"{m}x{k}x{n}",
-                         "gmacs": macs / t / 1e9, "ratio_vs_fp32": t_fp / t,
-                         "cpu_ns_per_mac": c / macs * 1e9, "seconds": t,
-                         "chunk": None if stats is None else stats.chunk,
-                         "overflows": None if stats is None else stats.overflow_count})
+            rows.append(
+                {
+                    "case": name,
+                    "label": label,
+                    "shape": f"{m}x{k}x{n}",
+                    "gmacs": macs / t / 1e9,
+                    "ratio_vs_fp32": t_fp / t,
+                    "cpu_ns_per_mac": c / macs * 1e9,
+                    "seconds": t,
+                    "chunk": None if stats is None else stats.chunk,
+                    "overflows": None if stats is None else stats.overflow_count,
+                }
+            )
     return rows
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A Markdown table of the rows."""
-    lines = ["| case | GEMM (M x K x N) | G MAC/s | x fp32 | CPU ns/MAC | chunk | INT32 "
-             "overflows |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| case | GEMM (M x K x N) | G MAC/s | x fp32 | CPU ns/MAC | chunk | INT32 overflows |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         chunk = "-" if r["chunk"] is None else str(r["chunk"])
         over = "-" if r["overflows"] is None else str(r["overflows"])
-        lines.append(f"| {r['case']} | {r['label']} {r['shape']} | {r['gmacs']:.3f} | "
-                     f"{r['ratio_vs_fp32']:.3f} | {r['cpu_ns_per_mac']:.2f} | {chunk} | {over} |")
+        lines.append(
+            f"| {r['case']} | {r['label']} {r['shape']} | {r['gmacs']:.3f} | "
+            f"{r['ratio_vs_fp32']:.3f} | {r['cpu_ns_per_mac']:.2f} | {chunk} | {over} |"
+        )
     return "\n".join(lines)
 
 
@@ -134,9 +160,11 @@ def main() -> None:
     print(table)
     if args.markdown:
         with open(args.markdown, "a") as fh:
-            fh.write("\n### DFP-16 GEMM (lowbit.arith.dfp.matmul: INT16 products, INT32 chunks "
-                     "of proven-safe length, fp32 combination) vs the fp32 GEMM of the same "
-                     f"shape{' (--quick)' if args.quick else ''}\n\n")
+            fh.write(
+                "\n### DFP-16 GEMM (lowbit.arith.dfp.matmul: INT16 products, INT32 chunks "
+                "of proven-safe length, fp32 combination) vs the fp32 GEMM of the same "
+                f"shape{' (--quick)' if args.quick else ''}\n\n"
+            )
             fh.write(table + "\n")
 
 

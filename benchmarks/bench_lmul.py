@@ -67,8 +67,10 @@ def machine() -> str:
         pass
     import numba
 
-    return (f"{cpu}, {os.cpu_count()} CPUs, numba threads {numba.get_num_threads()}, "
-            f"{platform.system()}, Python {platform.python_version()}, {load}")
+    return (
+        f"{cpu}, {os.cpu_count()} CPUs, numba threads {numba.get_num_threads()}, "
+        f"{platform.system()}, Python {platform.python_version()}, {load}"
+    )
 
 
 def _shape_macs(a: np.ndarray, b: np.ndarray) -> float:
@@ -85,60 +87,132 @@ def run(quick: bool = False, repeat: int = 3) -> list[dict[str, Any]]:
     n = 256 if quick else 512
     rows: list[dict[str, Any]] = []
 
-    def add(group: str, name: str, a: np.ndarray, b: np.ndarray, fn: Callable[[], Any],
-            t_np: float | None) -> float:
+    def add(
+        group: str,
+        name: str,
+        a: np.ndarray,
+        b: np.ndarray,
+        fn: Callable[[], Any],
+        t_np: float | None,
+    ) -> float:
         t, c = best_time(fn, repeat)
         macs = _shape_macs(a, b)
         shape = f"{'x'.join(map(str, a.shape))} @ {'x'.join(map(str, b.shape))}"
-        rows.append({"group": group, "name": name, "shape": shape, "gmacs": macs / t / 1e9,
-                     "x_numpy": t / t_np if t_np else 1.0,
-                     "cpu_ns_per_mac": c / macs * 1e9, "seconds": t})
+        rows.append(
+            {
+                "group": group,
+                "name": name,
+                "shape": shape,
+                "gmacs": macs / t / 1e9,
+                "x_numpy": t / t_np if t_np else 1.0,
+                "cpu_ns_per_mac": c / macs * 1e9,
+                "seconds": t,
+            }
+        )
         return t
 
-    lm_shapes = [(rng.standard_normal((8, 12, 128, 32)).astype(np.float32),
-                  rng.standard_normal((8, 12, 32, 128)).astype(np.float32)),
-                 (rng.standard_normal((n, n)).astype(np.float32),
-                  rng.standard_normal((n, n)).astype(np.float32))]
+    lm_shapes = [
+        (
+            rng.standard_normal((8, 12, 128, 32)).astype(np.float32),
+            rng.standard_normal((8, 12, 32, 128)).astype(np.float32),
+        ),
+        (
+            rng.standard_normal((n, n)).astype(np.float32),
+            rng.standard_normal((n, n)).astype(np.float32),
+        ),
+    ]
     for a, b in lm_shapes[:1] if quick else lm_shapes:
         ta, tb = torch.from_numpy(a), torch.from_numpy(b)
         t_np = add("L-Mul", "numpy float32 matmul", a, b, lambda a=a, b=b: a @ b, None)
         add("L-Mul", "torch float32 matmul", a, b, lambda ta=ta, tb=tb: ta @ tb, t_np)
         for m in (3, 4):
-            add("L-Mul", f"lmul_matmul m={m} (numpy)", a, b,
-                lambda a=a, b=b, m=m: lmul_matmul(a, b, m), t_np)
-        add("L-Mul", "lmul_matmul m=4 (torch)", a, b,
-            lambda ta=ta, tb=tb: lmul_matmul(ta, tb, 4), t_np)
+            add(
+                "L-Mul",
+                f"lmul_matmul m={m} (numpy)",
+                a,
+                b,
+                lambda a=a, b=b, m=m: lmul_matmul(a, b, m),
+                t_np,
+            )
+        add(
+            "L-Mul",
+            "lmul_matmul m=4 (torch)",
+            a,
+            b,
+            lambda ta=ta, tb=tb: lmul_matmul(ta, tb, 4),
+            t_np,
+        )
         if not quick:
-            add("L-Mul", "lmul_matmul m=4 literal", a, b,
-                lambda a=a, b=b: lmul_matmul(a, b, 4, literal=True), t_np)
+            add(
+                "L-Mul",
+                "lmul_matmul m=4 literal",
+                a,
+                b,
+                lambda a=a, b=b: lmul_matmul(a, b, 4, literal=True),
+                t_np,
+            )
             if a.ndim == 2:
-                add("L-Mul", "lowbit.matmul mult=lmul4 acc=fp32 (emulated adds)", a, b,
-                    lambda a=a, b=b: lb.matmul(a, b, mult="lmul4", acc="fp32"), t_np)
+                add(
+                    "L-Mul",
+                    "lowbit.matmul mult=lmul4 acc=fp32 (emulated adds)",
+                    a,
+                    b,
+                    lambda a=a, b=b: lb.matmul(a, b, mult="lmul4", acc="fp32"),
+                    t_np,
+                )
 
-    q_shapes = [(rng.standard_normal((6400, 150)).astype(np.float32),
-                 (0.1 * rng.standard_normal((150, 16))).astype(np.float32)),
-                (rng.standard_normal((n, n)).astype(np.float32),
-                 rng.standard_normal((n, n)).astype(np.float32))]
+    q_shapes = [
+        (
+            rng.standard_normal((6400, 150)).astype(np.float32),
+            (0.1 * rng.standard_normal((150, 16))).astype(np.float32),
+        ),
+        (
+            rng.standard_normal((n, n)).astype(np.float32),
+            rng.standard_normal((n, n)).astype(np.float32),
+        ),
+    ]
     for a, b in q_shapes[:1] if quick else q_shapes:
         t_np = add("quire", "numpy float32 matmul", a, b, lambda a=a, b=b: a @ b, None)
         for p in ("posit16", "posit8"):
-            add("quire", f"lowbit.matmul mult={p} acc=quire out={p}", a, b,
-                lambda a=a, b=b, p=p: lb.matmul(a, b, mult=p, acc="quire", out=p), t_np)
-            add("quire", f"lowbit.matmul mult={p} acc=fp32 out={p} (emulated fp32 sums)", a, b,
-                lambda a=a, b=b, p=p: lb.matmul(a, b, mult=p, acc="fp32", out=p), t_np)
+            add(
+                "quire",
+                f"lowbit.matmul mult={p} acc=quire out={p}",
+                a,
+                b,
+                lambda a=a, b=b, p=p: lb.matmul(a, b, mult=p, acc="quire", out=p),
+                t_np,
+            )
+            add(
+                "quire",
+                f"lowbit.matmul mult={p} acc=fp32 out={p} (emulated fp32 sums)",
+                a,
+                b,
+                lambda a=a, b=b, p=p: lb.matmul(a, b, mult=p, acc="fp32", out=p),
+                t_np,
+            )
         if not quick:
-            add("quire", "lowbit.matmul acc=quire (fp32 operands, float64 out)", a, b,
-                lambda a=a, b=b: lb.matmul(a, b, acc="quire"), t_np)
+            add(
+                "quire",
+                "lowbit.matmul acc=quire (fp32 operands, float64 out)",
+                a,
+                b,
+                lambda a=a, b=b: lb.matmul(a, b, acc="quire"),
+                t_np,
+            )
     return rows
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A Markdown table of the rows."""
-    lines = ["| group | case | shape | G MAC/s | time × numpy fp32 | CPU ns/MAC |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| group | case | shape | G MAC/s | time × numpy fp32 | CPU ns/MAC |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['group']} | {r['name']} | {r['shape']} | {r['gmacs']:.3f} | "
-                     f"{r['x_numpy']:.1f} | {r['cpu_ns_per_mac']:.3f} |")
+        lines.append(
+            f"| {r['group']} | {r['name']} | {r['shape']} | {r['gmacs']:.3f} | "
+            f"{r['x_numpy']:.1f} | {r['cpu_ns_per_mac']:.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -155,8 +229,10 @@ def main() -> None:
     print(table)
     if args.markdown:
         with open(args.markdown, "a") as fh:
-            fh.write("\n### L-Mul GEMM and quire GEMM vs float32 GEMM (bench_lmul"
-                     f"{' --quick' if args.quick else ''})\n\nMachine: {desc}.\n\n")
+            fh.write(
+                "\n### L-Mul GEMM and quire GEMM vs float32 GEMM (bench_lmul"
+                f"{' --quick' if args.quick else ''})\n\nMachine: {desc}.\n\n"
+            )
             fh.write(table + "\n")
 
 

@@ -102,7 +102,7 @@ def naive_chop(A: Any, B: Any) -> Any:
 
     C = chop_torch(A[:, :1] * B[:1, :])
     for k in range(1, A.shape[1]):
-        C = chop_torch(C + chop_torch(A[:, k:k + 1] * B[k:k + 1, :]))
+        C = chop_torch(C + chop_torch(A[:, k : k + 1] * B[k : k + 1, :]))
     return C.to(torch.float64)
 
 
@@ -112,7 +112,7 @@ def naive_cast(A: Any, B: Any) -> Any:
 
     C = (A[:, :1] * B[:1, :]).half().double()
     for k in range(1, A.shape[1]):
-        C = (C + (A[:, k:k + 1] * B[k:k + 1, :]).half().double()).half().double()
+        C = (C + (A[:, k : k + 1] * B[k : k + 1, :]).half().double()).half().double()
     return C.to(torch.float64)
 
 
@@ -122,8 +122,10 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("exact products + fp16 acc, RNE", {"acc": "fp16"}),
     ("preset fp32-acc (exact products, fp32 acc)", {"preset": "fp32-acc"}),
     ("preset fp8-tensorcore (e4m3, blocks of 32, fp32 acc)", {"preset": "fp8-tensorcore"}),
-    ("fp16 products + fp16 acc, SR (seeded)", {"prod": "fp16", "acc": "fp16", "prod_mode": "sr",
-                                              "acc_mode": "sr", "seed": 0}),
+    (
+        "fp16 products + fp16 acc, SR (seeded)",
+        {"prod": "fp16", "acc": "fp16", "prod_mode": "sr", "acc_mode": "sr", "seed": 0},
+    ),
     ("exact products + fp16 acc, pairwise", {"acc": "fp16", "order": "pairwise"}),
     ("exact products + bf16 acc, RD", {"acc": "bf16", "acc_mode": "rd"}),
 ]
@@ -158,25 +160,46 @@ def run(quick: bool = False, repeat: int = 3) -> list[dict[str, Any]]:
     # best of two for the baselines too: on a shared machine torch's threads stall at random
     t_chop, c_chop = best_time(lambda: naive_chop(tA, tB), 2, warmup=False)
     ref = naive_chop(tA, tB).numpy()
-    rows.append({"name": "naive torch-eager, generic chop rounding (baseline)", "size": n,
-                 "gmacs": macs / t_chop / 1e9, "ratio_vs_naive": 1.0,
-                 "cpu_ns_per_mac": c_chop / macs * 1e9, "peak_mem_x_operands": float("nan"),
-                 "seconds": t_chop})
+    rows.append(
+        {
+            "name": "naive torch-eager, generic chop rounding (baseline)",
+            "size": n,
+            "gmacs": macs / t_chop / 1e9,
+            "ratio_vs_naive": 1.0,
+            "cpu_ns_per_mac": c_chop / macs * 1e9,
+            "peak_mem_x_operands": float("nan"),
+            "seconds": t_chop,
+        }
+    )
     t_cast, c_cast = best_time(lambda: naive_cast(tA, tB), 2, warmup=False)
-    rows.append({"name": "naive torch-eager, native .half() casts", "size": n,
-                 "gmacs": macs / t_cast / 1e9, "ratio_vs_naive": t_chop / t_cast,
-                 "cpu_ns_per_mac": c_cast / macs * 1e9, "peak_mem_x_operands": float("nan"),
-                 "seconds": t_cast})
+    rows.append(
+        {
+            "name": "naive torch-eager, native .half() casts",
+            "size": n,
+            "gmacs": macs / t_cast / 1e9,
+            "ratio_vs_naive": t_chop / t_cast,
+            "cpu_ns_per_mac": c_cast / macs * 1e9,
+            "peak_mem_x_operands": float("nan"),
+            "seconds": t_cast,
+        }
+    )
     cases = CASES[:4] if quick else CASES
     for name, kw in cases:
+
         def call(kw: dict[str, Any] = kw) -> Any:
             return matmul(A, B, **kw)
 
         t, c = best_time(call, repeat)
         mem = peak_extra_bytes(call) / op_bytes
-        row = {"name": "lowbit.matmul " + name, "size": n, "gmacs": macs / t / 1e9,
-               "ratio_vs_naive": t_chop / t, "cpu_ns_per_mac": c / macs * 1e9,
-               "peak_mem_x_operands": mem, "seconds": t}
+        row = {
+            "name": "lowbit.matmul " + name,
+            "size": n,
+            "gmacs": macs / t / 1e9,
+            "ratio_vs_naive": t_chop / t,
+            "cpu_ns_per_mac": c / macs * 1e9,
+            "peak_mem_x_operands": mem,
+            "seconds": t,
+        }
         if kw == {"prod": "fp16", "acc": "fp16"}:
             got = np.asarray(call(), dtype=np.float64)
             row["bit_identical_to_naive"] = bool(np.array_equal(got, ref))
@@ -186,17 +209,24 @@ def run(quick: bool = False, repeat: int = 3) -> list[dict[str, Any]]:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A Markdown table of the rows."""
-    lines = ["| case | size | G MAC/s | × naive | CPU ns/MAC | peak mem (× operands) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| case | size | G MAC/s | × naive | CPU ns/MAC | peak mem (× operands) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         mem = r["peak_mem_x_operands"]
         mem_s = "—" if mem != mem else f"{mem:.2f}"
         note = ""
         if "bit_identical_to_naive" in r:
-            note = " (bit-identical to naive)" if r["bit_identical_to_naive"] else \
-                " (DIFFERS from naive!)"
-        lines.append(f"| {r['name']}{note} | {r['size']}³ | {r['gmacs']:.3f} | "
-                     f"{r['ratio_vs_naive']:.1f} | {r['cpu_ns_per_mac']:.2f} | {mem_s} |")
+            note = (
+                " (bit-identical to naive)"
+                if r["bit_identical_to_naive"]
+                else " (DIFFERS from naive!)"
+            )
+        lines.append(
+            f"| {r['name']}{note} | {r['size']}³ | {r['gmacs']:.3f} | "
+            f"{r['ratio_vs_naive']:.1f} | {r['cpu_ns_per_mac']:.2f} | {mem_s} |"
+        )
     return "\n".join(lines)
 
 
@@ -207,15 +237,16 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="timed calls per row (best taken)")
     ap.add_argument("--markdown", default=None, help="append the table to this file")
     args = ap.parse_args()
-    print(f"threads: numba {os.environ.get('NUMBA_NUM_THREADS', 'default')}, "
-          f"cpus {os.cpu_count()}")
+    print(f"threads: numba {os.environ.get('NUMBA_NUM_THREADS', 'default')}, cpus {os.cpu_count()}")
     table = format_table(run(args.quick, args.repeat))
     print(table)
     if args.markdown:
         with open(args.markdown, "a") as fh:
-            fh.write("\n### Emulated matmul (lowbit.matmul, 512x512x512 unless --quick; target "
-                     ">= 0.3 G MAC/s with per-product rounding and fp16 accumulation, >= 10x "
-                     "the naive torch-eager emulation, memory <= 2x the operands)\n\n")
+            fh.write(
+                "\n### Emulated matmul (lowbit.matmul, 512x512x512 unless --quick; target "
+                ">= 0.3 G MAC/s with per-product rounding and fp16 accumulation, >= 10x "
+                "the naive torch-eager emulation, memory <= 2x the operands)\n\n"
+            )
             fh.write(table + "\n")
 
 

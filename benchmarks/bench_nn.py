@@ -72,9 +72,11 @@ def machine_line() -> str:
     except OSError:
         load = "?"
     date = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    return (f"{date}; {cpu}, {os.cpu_count()} cores ({usable_cores()} usable), "
-            f"torch.set_num_threads({torch.get_num_threads()}); torch {torch.__version__}, "
-            f"lowbit {lb.__version__}; load average (1 min) at start {load}")
+    return (
+        f"{date}; {cpu}, {os.cpu_count()} cores ({usable_cores()} usable), "
+        f"torch.set_num_threads({torch.get_num_threads()}); torch {torch.__version__}, "
+        f"lowbit {lb.__version__}; load average (1 min) at start {load}"
+    )
 
 
 # ---- the rows ---------------------------------------------------------------------------------
@@ -101,15 +103,23 @@ def fp8_config() -> Any:
     return QuantConfig.from_recipe("fp8")
 
 
-def _swap_layers(model: nn.Module, conv: Callable[..., nn.Module],
-                 linear: Callable[..., nn.Module]) -> nn.Module:
+def _swap_layers(
+    model: nn.Module, conv: Callable[..., nn.Module], linear: Callable[..., nn.Module]
+) -> nn.Module:
     """Replace every Conv2d / Linear by ``conv(...)`` / ``linear(...)`` with the same weights."""
     for parent in list(model.modules()):
         for cname, child in list(parent.named_children()):
             if type(child) is nn.Conv2d:
-                new = conv(child.in_channels, child.out_channels, child.kernel_size,
-                           stride=child.stride, padding=child.padding, dilation=child.dilation,
-                           groups=child.groups, bias=child.bias is not None)
+                new = conv(
+                    child.in_channels,
+                    child.out_channels,
+                    child.kernel_size,
+                    stride=child.stride,
+                    padding=child.padding,
+                    dilation=child.dilation,
+                    groups=child.groups,
+                    bias=child.bias is not None,
+                )
             elif type(child) is nn.Linear:
                 new = linear(child.in_features, child.out_features, bias=child.bias is not None)
             else:
@@ -123,16 +133,22 @@ def pychop_fp8(name: str) -> nn.Module:
     from pychop.tch.layers import ChopSTE, QuantizedConv2d, QuantizedLinear
 
     chop = ChopSTE(exp_bits=4, sig_bits=3, rmode=1)  # e4m3 (IEEE-style), round to nearest even
-    return _swap_layers(_model(name), lambda *a, **k: QuantizedConv2d(*a, **k, chop=chop),
-                        lambda *a, **k: QuantizedLinear(*a, **k, chop=chop))
+    return _swap_layers(
+        _model(name),
+        lambda *a, **k: QuantizedConv2d(*a, **k, chop=chop),
+        lambda *a, **k: QuantizedLinear(*a, **k, chop=chop),
+    )
 
 
 def pychop_int8(name: str) -> nn.Module:
     from pychop.tch.layers import ChopiSTE, IQuantizedConv2d, IQuantizedLinear
 
     chop = ChopiSTE(bits=8, symmetric=True)
-    return _swap_layers(_model(name), lambda *a, **k: IQuantizedConv2d(*a, **k, chop=chop),
-                        lambda *a, **k: IQuantizedLinear(*a, **k, chop=chop))
+    return _swap_layers(
+        _model(name),
+        lambda *a, **k: IQuantizedConv2d(*a, **k, chop=chop),
+        lambda *a, **k: IQuantizedLinear(*a, **k, chop=chop),
+    )
 
 
 def qtorch_fp8(name: str) -> nn.Module:
@@ -144,14 +160,27 @@ def qtorch_fp8(name: str) -> nn.Module:
     bwd = FloatingPoint(exp=5, man=2)
 
     def wrap(layer: nn.Module) -> nn.Module:
-        return nn.Sequential(Quantizer(forward_number=fwd, backward_number=bwd,
-                                       forward_rounding="nearest", backward_rounding="nearest"),
-                             layer,
-                             Quantizer(forward_number=fwd, backward_number=bwd,
-                                       forward_rounding="nearest", backward_rounding="nearest"))
+        return nn.Sequential(
+            Quantizer(
+                forward_number=fwd,
+                backward_number=bwd,
+                forward_rounding="nearest",
+                backward_rounding="nearest",
+            ),
+            layer,
+            Quantizer(
+                forward_number=fwd,
+                backward_number=bwd,
+                forward_rounding="nearest",
+                backward_rounding="nearest",
+            ),
+        )
 
-    return _swap_layers(_model(name), lambda *a, **k: wrap(nn.Conv2d(*a, **k)),
-                        lambda *a, **k: wrap(nn.Linear(*a, **k)))
+    return _swap_layers(
+        _model(name),
+        lambda *a, **k: wrap(nn.Conv2d(*a, **k)),
+        lambda *a, **k: wrap(nn.Linear(*a, **k)),
+    )
 
 
 def brevitas_w8a8(name: str) -> nn.Module:
@@ -159,33 +188,70 @@ def brevitas_w8a8(name: str) -> nn.Module:
 
     return _swap_layers(
         _model(name),
-        lambda *a, **k: qnn.QuantConv2d(*a, **k, weight_bit_width=8, input_bit_width=8,
-                                        input_quant=qnn.quant.Int8ActPerTensorFloat),
-        lambda *a, **k: qnn.QuantLinear(*a, **k, weight_bit_width=8,
-                                        input_quant=qnn.quant.Int8ActPerTensorFloat))
+        lambda *a, **k: qnn.QuantConv2d(
+            *a,
+            **k,
+            weight_bit_width=8,
+            input_bit_width=8,
+            input_quant=qnn.quant.Int8ActPerTensorFloat,
+        ),
+        lambda *a, **k: qnn.QuantLinear(
+            *a, **k, weight_bit_width=8, input_quant=qnn.quant.Int8ActPerTensorFloat
+        ),
+    )
 
 
 def rows_for(name: str, quick: bool) -> list[tuple[str, str, Callable[[], nn.Module], str]]:
     """(row label, kind for the targets, model factory, optimizer) of one model."""
     rows: list[tuple[str, str, Callable[[], nn.Module], str]] = [
         ("fp32 (baseline)", "fp32", lambda: _model(name), "adamw"),
-        ("lowbit w8a8 (int8 per-channel weights, int8 activations)", "w8a8",
-         lambda: _lowbit(name, w8a8_config()), "adamw"),
-        ("lowbit fp8 (e4m3 fwd, e5m2 bwd, every operand)", "fp8",
-         lambda: _lowbit(name, fp8_config()), "adamw"),
+        (
+            "lowbit w8a8 (int8 per-channel weights, int8 activations)",
+            "w8a8",
+            lambda: _lowbit(name, w8a8_config()),
+            "adamw",
+        ),
+        (
+            "lowbit fp8 (e4m3 fwd, e5m2 bwd, every operand)",
+            "fp8",
+            lambda: _lowbit(name, fp8_config()),
+            "adamw",
+        ),
     ]
     if not quick:
-        rows.append(("lowbit fp8 + LowPrecisionAdamW (bf16 weights, SR)", "info",
-                     lambda: _lowbit(name, fp8_config()), "lp-adamw-sr"))
+        rows.append(
+            (
+                "lowbit fp8 + LowPrecisionAdamW (bf16 weights, SR)",
+                "info",
+                lambda: _lowbit(name, fp8_config()),
+                "lp-adamw-sr",
+            )
+        )
     rows += [
-        ("pychop QuantizedConv2d/Linear (e4m3 fwd, STE bwd)", "peer", lambda: pychop_fp8(name),
-         "adamw"),
-        ("pychop IQuantizedConv2d/Linear (int8, STE bwd)", "peer", lambda: pychop_int8(name),
-         "adamw"),
-        ("QPyTorch Quantizer around conv/linear (e4m3 fwd, e5m2 bwd)", "peer",
-         lambda: qtorch_fp8(name), "adamw"),
-        ("Brevitas QuantConv2d/QuantLinear (int8 w, int8 input)", "peer",
-         lambda: brevitas_w8a8(name), "adamw"),
+        (
+            "pychop QuantizedConv2d/Linear (e4m3 fwd, STE bwd)",
+            "peer",
+            lambda: pychop_fp8(name),
+            "adamw",
+        ),
+        (
+            "pychop IQuantizedConv2d/Linear (int8, STE bwd)",
+            "peer",
+            lambda: pychop_int8(name),
+            "adamw",
+        ),
+        (
+            "QPyTorch Quantizer around conv/linear (e4m3 fwd, e5m2 bwd)",
+            "peer",
+            lambda: qtorch_fp8(name),
+            "adamw",
+        ),
+        (
+            "Brevitas QuantConv2d/QuantLinear (int8 w, int8 input)",
+            "peer",
+            lambda: brevitas_w8a8(name),
+            "adamw",
+        ),
     ]
     return rows
 
@@ -195,12 +261,14 @@ def _optimizer(model: nn.Module, kind: str) -> torch.optim.Optimizer:
         return torch.optim.AdamW(model.parameters(), lr=1e-3)
     from lowbit.optim import LowPrecisionAdamW
 
-    return LowPrecisionAdamW(model.parameters(), lr=1e-3, weight_fmt="bf16", state_fmt=None,
-                             update_mode="sr", seed=0)
+    return LowPrecisionAdamW(
+        model.parameters(), lr=1e-3, weight_fmt="bf16", state_fmt=None, update_mode="sr", seed=0
+    )
 
 
-def run(models: list[str], steps: int = 20, warmup: int = 3, quick: bool = False
-        ) -> list[dict[str, Any]]:
+def run(
+    models: list[str], steps: int = 20, warmup: int = 3, quick: bool = False
+) -> list[dict[str, Any]]:
     """Median step times; one dict per (model, row): model, name, kind, ms, ratio, status."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(BATCH, 1, 28, 28, generator=gen)
@@ -209,8 +277,14 @@ def run(models: list[str], steps: int = 20, warmup: int = 3, quick: bool = False
     for name in models:
         live: list[tuple[dict[str, Any], Callable[[], None]]] = []
         for label, kind, factory, opt_kind in rows_for(name, quick):
-            row: dict[str, Any] = {"model": name, "name": label, "kind": kind,
-                                   "ms": float("nan"), "ratio": float("nan"), "status": ""}
+            row: dict[str, Any] = {
+                "model": name,
+                "name": label,
+                "kind": kind,
+                "ms": float("nan"),
+                "ratio": float("nan"),
+                "status": "",
+            }
             out.append(row)
             try:
                 model = factory()
@@ -261,8 +335,7 @@ def run(models: list[str], steps: int = 20, warmup: int = 3, quick: bool = False
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Markdown table of the rows."""
-    lines = ["| model | step | median ms / step | × fp32 | target |",
-             "|---|---|---:|---:|---|"]
+    lines = ["| model | step | median ms / step | × fp32 | target |", "|---|---|---:|---:|---|"]
     for r in rows:
         ms = "—" if r["ms"] != r["ms"] else f"{r['ms']:.1f}"
         ratio = "—" if r["ratio"] != r["ratio"] else f"{r['ratio']:.2f}"
@@ -289,8 +362,11 @@ def replace_section(path: Path, title: str, body: str) -> None:
         end = len(lines)
         for i in range(start + 1, len(lines)):
             s = lines[i]
-            if s.startswith("#") and len(s) - len(s.lstrip("#")) <= level and \
-                    s[len(s) - len(s.lstrip("#")):].startswith(" "):
+            if (
+                s.startswith("#")
+                and len(s) - len(s.lstrip("#")) <= level
+                and s[len(s) - len(s.lstrip("#")) :].startswith(" ")
+            ):
                 end = i
                 break
         tail = lines[end:]
@@ -301,15 +377,22 @@ def replace_section(path: Path, title: str, body: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point: print the table (and write it with --markdown)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--models", default="cnn-small,resnet-small",
-                    help="comma-separated lowbit.models names (default cnn-small,resnet-small)")
+    ap.add_argument(
+        "--models",
+        default="cnn-small,resnet-small",
+        help="comma-separated lowbit.models names (default cnn-small,resnet-small)",
+    )
     ap.add_argument("--steps", type=int, default=20, help="timed steps per row (median taken)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps per row first")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch threads (default: the usable cores)")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: the usable cores)"
+    )
     ap.add_argument("--quick", action="store_true", help="cnn-small only, 5 steps")
-    ap.add_argument("--markdown", default=None,
-                    help="put the table into this Markdown file (replacing its old section)")
+    ap.add_argument(
+        "--markdown",
+        default=None,
+        help="put the table into this Markdown file (replacing its old section)",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads or usable_cores())
     models = ["cnn-small"] if args.quick else args.models.split(",")
@@ -318,11 +401,13 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     rows = run(models, steps=steps, warmup=args.warmup, quick=args.quick)
     table = format_table(rows)
-    body = (f"Median of {steps} interleaved steps after {args.warmup} warm-up steps; "
-            "forward + backward + torch AdamW step (LowPrecisionAdamW where named) on random "
-            f"inputs; ratios to the fp32 step of the same model in the same run "
-            f"({time.perf_counter() - t0:.0f} s). Machine: {machine}. Regenerate with "
-            "`python benchmarks/bench_nn.py --markdown benchmarks/RESULTS.md`.\n\n" + table)
+    body = (
+        f"Median of {steps} interleaved steps after {args.warmup} warm-up steps; "
+        "forward + backward + torch AdamW step (LowPrecisionAdamW where named) on random "
+        f"inputs; ratios to the fp32 step of the same model in the same run "
+        f"({time.perf_counter() - t0:.0f} s). Machine: {machine}. Regenerate with "
+        "`python benchmarks/bench_nn.py --markdown benchmarks/RESULTS.md`.\n\n" + table
+    )
     try:
         load = os.getloadavg()[0]
     except OSError:
@@ -330,9 +415,11 @@ def main(argv: list[str] | None = None) -> None:
     if load > 0.5 * usable_cores():
         # torch's OpenMP threads wait for each other at every op: on a busy machine a
         # descheduled thread stalls the whole step, and the fp32 baseline suffers most
-        body += (f"\nWarning: the load average was {load:.2f} on {usable_cores()} usable cores; "
-                 "with more than one torch thread the step times and ratios are unreliable "
-                 "on a busy machine (rerun on an idle one, or with --threads 1).\n")
+        body += (
+            f"\nWarning: the load average was {load:.2f} on {usable_cores()} usable cores; "
+            "with more than one torch thread the step times and ratios are unreliable "
+            "on a busy machine (rerun on an idle one, or with --threads 1).\n"
+        )
     print(TITLE + "\n\n" + body)
     if args.markdown:
         replace_section(Path(args.markdown), TITLE, body)

@@ -27,8 +27,15 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args()
-    res = harmonic(["fp16", "bf16"], ["rne", "sr"], n=args.n, runs=args.runs, seed=args.seed,
-                   out_dir=args.out, progress=True)
+    res = harmonic(
+        ["fp16", "bf16"],
+        ["rne", "sr"],
+        n=args.n,
+        runs=args.runs,
+        seed=args.seed,
+        out_dir=args.out,
+        progress=True,
+    )
     print(res.markdown)
     print(f"wrote {res.plot_path} and {res.markdown_path}")
 

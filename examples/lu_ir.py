@@ -36,8 +36,16 @@ def run(n: int, kappas: np.ndarray, seed: int) -> list[dict]:
         F = lu(A, "fp16")
         row = {"n": n, "kappa2": float(kappa), "kappa_inf": float(np.linalg.cond(A, np.inf))}
         for solver in ("lu", "gmres"):
-            _, info = solve_ir(A, b, factor="fp16", working="fp64", residual="fp64",
-                               solver=solver, x_true=x_true, factors=F)
+            _, info = solve_ir(
+                A,
+                b,
+                factor="fp16",
+                working="fp64",
+                residual="fp64",
+                solver=solver,
+                x_true=x_true,
+                factors=F,
+            )
             row[solver] = info
         rows.append(row)
     return rows
@@ -58,14 +66,26 @@ def plot(rows: list[dict], path: Path) -> None:
         conv = np.array([r[solver].converged for r in rows])
         ax.plot(k, be, "-", color=color, lw=1)
         ax.plot(k[conv], be[conv], "o", color=color, label=f"{name} backward error (converged)")
-        ax.plot(k[~conv], be[~conv], "x", color=color, ms=8,
-                label=f"{name} backward error (not converged)")
+        ax.plot(
+            k[~conv],
+            be[~conv],
+            "x",
+            color=color,
+            ms=8,
+            label=f"{name} backward error (not converged)",
+        )
         ax.plot(k, np.minimum(fe, 1e3), ":", color=color, lw=1, label=f"{name} forward error")
         its = [r[solver].iterations for r in rows]
         ax2.plot(k, its, "o-", color=color, label=f"{name} refinement steps")
         if solver == "gmres":
-            ax2.plot(k, [sum(r[solver].gmres_iterations) for r in rows], "s--", color=color,
-                     ms=4, label="GMRES-IR total GMRES iterations")
+            ax2.plot(
+                k,
+                [sum(r[solver].gmres_iterations) for r in rows],
+                "s--",
+                color=color,
+                ms=4,
+                label="GMRES-IR total GMRES iterations",
+            )
     first = np.array([r["lu"].backward_errors[0] for r in rows])
     ax.plot(k, first, "-", color="grey", lw=1, label="fp16 LU solve alone")
     ax.axhline(U_64, color="k", ls="--", lw=0.8)
@@ -90,11 +110,13 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def markdown(rows: list[dict], n: int) -> str:
     """The table of results."""
-    lines = [f"n = {n}, factor fp16 (every operation rounded), working fp64, residual fp64; "
-             "backward error of the final iterate (steps; converged?).\n",
-             "| kappa_2 | kappa_inf | fp16 LU alone | LU-IR | LU-IR forward err | GMRES-IR "
-             "| GMRES its | GMRES-IR forward err |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"n = {n}, factor fp16 (every operation rounded), working fp64, residual fp64; "
+        "backward error of the final iterate (steps; converged?).\n",
+        "| kappa_2 | kappa_inf | fp16 LU alone | LU-IR | LU-IR forward err | GMRES-IR "
+        "| GMRES its | GMRES-IR forward err |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         lu_i, gm = r["lu"], r["gmres"]
         lines.append(
@@ -104,7 +126,8 @@ def markdown(rows: list[dict], n: int) -> str:
             f"| {lu_i.forward_errors[-1]:.1e} "
             f"| {gm.backward_errors[-1]:.1e} ({gm.iterations}; "
             f"{'yes' if gm.converged else 'no: ' + gm.reason}) "
-            f"| {'+'.join(map(str, gm.gmres_iterations))} | {gm.forward_errors[-1]:.1e} |")
+            f"| {'+'.join(map(str, gm.gmres_iterations))} | {gm.forward_errors[-1]:.1e} |"
+        )
     lines.append("")
     lines.extend(summary(rows, n))
     return "\n".join(lines) + "\n"
@@ -115,21 +138,32 @@ def summary(rows: list[dict], n: int) -> list[str]:
     ok = [r["kappa_inf"] for r in rows if r["lu"].converged]
     bad = [r["kappa_inf"] for r in rows if not r["lu"].converged]
     gm_ok = [r["kappa_inf"] for r in rows if r["gmres"].converged]
-    cheap = [r["kappa_inf"] for r in rows
-             if r["gmres"].converged and max(r["gmres"].gmres_iterations, default=0) <= n // 4]
+    cheap = [
+        r["kappa_inf"]
+        for r in rows
+        if r["gmres"].converged and max(r["gmres"].gmres_iterations, default=0) <= n // 4
+    ]
     out = []
     if ok:
-        out.append(f"- LU-IR reached fp64 backward error (<= 2u = {2 * U_64:.1e}) for every "
-                   f"system up to kappa_inf = {max(ok):.1e}"
-                   + (f"; it failed for every system from kappa_inf = {min(bad):.1e} on "
-                      f"(theory: convergence guaranteed while kappa_inf * u_f << 1, "
-                      f"i.e. kappa_inf << {1 / U_F:.0f})." if bad else "."))
+        out.append(
+            f"- LU-IR reached fp64 backward error (<= 2u = {2 * U_64:.1e}) for every "
+            f"system up to kappa_inf = {max(ok):.1e}"
+            + (
+                f"; it failed for every system from kappa_inf = {min(bad):.1e} on "
+                f"(theory: convergence guaranteed while kappa_inf * u_f << 1, "
+                f"i.e. kappa_inf << {1 / U_F:.0f})."
+                if bad
+                else "."
+            )
+        )
     if gm_ok:
-        out.append(f"- GMRES-IR converged for {len(gm_ok)} of {len(rows)} systems (up to "
-                   f"kappa_inf = {max(gm_ok):.1e}); with at most n/4 = {n // 4} GMRES "
-                   f"iterations per step up to kappa_inf = {max(cheap, default=0):.1e} "
-                   "(beyond that GMRES needs close to n iterations per step: GMRES-IR still "
-                   "converges, but as a full Krylov solve).")
+        out.append(
+            f"- GMRES-IR converged for {len(gm_ok)} of {len(rows)} systems (up to "
+            f"kappa_inf = {max(gm_ok):.1e}); with at most n/4 = {n // 4} GMRES "
+            f"iterations per step up to kappa_inf = {max(cheap, default=0):.1e} "
+            "(beyond that GMRES needs close to n iterations per step: GMRES-IR still "
+            "converges, but as a full Krylov solve)."
+        )
     return out
 
 

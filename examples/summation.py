@@ -6,8 +6,9 @@ relative error ``|s - sum x| / sum |x|`` (exact sum by ``math.fsum``, which is c
 rounded to float64) is compared with the a-priori bounds of Higham, *Accuracy and Stability of
 Numerical Algorithms*, ch. 4: recursive ``gamma_{n-1}``, pairwise ``gamma_{ceil(log2 n)}``,
 Kahan ``3u + C_n u^2`` (proved with explicit constants in ``lowbit.linalg.summation``; the
-literature's ``2u + O(n u^2)`` has no explicit second-order constant). Recursive summation with stochastic
-rounding is shown too (its bound uses ``2u``; its typical error grows like ``sqrt(n) u``).
+literature's ``2u + O(n u^2)`` has no explicit second-order constant). Recursive summation
+with stochastic rounding is shown too (its bound uses ``2u``; its typical error grows like
+``sqrt(n) u``).
 
 Run: ``.venv/bin/python examples/summation.py [--max-log2n 13] [--trials 32]``; writes
 ``docs/results/summation.png`` and ``docs/results/summation.md``.
@@ -42,8 +43,7 @@ def measure(fmt: str, ns: list[int], trials: int, seed: int) -> dict[tuple[str, 
         exact = np.array([math.fsum(x[:, j].tolist()) for j in range(trials)])
         abs_sum = np.array([math.fsum(np.abs(x[:, j]).tolist()) for j in range(trials)])
         rel = np.abs(s - exact) / abs_sum
-        out[(alg, mode)].append((n, float(rel.max()), float(rel.mean()),
-                                 bound(n, fmt, alg, mode)))
+        out[(alg, mode)].append((n, float(rel.max()), float(rel.mean()), bound(n, fmt, alg, mode)))
     return out
 
 
@@ -83,8 +83,10 @@ def plot(results: dict[str, dict], path: Path) -> None:
 
 def markdown(results: dict[str, dict], trials: int) -> str:
     """A table per format: measured max error / bound for every configuration and n."""
-    lines = [f"Max relative error over {trials} uniform [0, 1) vectors (measured / a-priori "
-             "bound; `inf`: the bound is vacuous because (n-1)u >= 1).\n"]
+    lines = [
+        f"Max relative error over {trials} uniform [0, 1) vectors (measured / a-priori "
+        "bound; `inf`: the bound is vacuous because (n-1)u >= 1).\n"
+    ]
     for fmt, res in results.items():
         heads = [f"{a} ({m})" for a, m in res]
         lines.append(f"**{fmt}**\n")

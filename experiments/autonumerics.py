@@ -68,10 +68,16 @@ def part_baselines(quick: bool) -> tuple[str, list[dict[str, Any]]]:
     rows = []
     for d in degrees:
         mm = bl[("minimax", d)].error
-        row = {"degree = ops": d, "minimax (LP)": mm, "note": NOTE_MINIMAX.get(d),
-               "LP / note": mm / NOTE_MINIMAX[d] if d in NOTE_MINIMAX else None,
-               "Remez (mpmath)": None, "taylor": bl[("taylor", d)].error,
-               "taylor note": NOTE_TAYLOR.get(d), "minimax in fixed ulps": mm / FIXED_ULP}
+        row = {
+            "degree = ops": d,
+            "minimax (LP)": mm,
+            "note": NOTE_MINIMAX.get(d),
+            "LP / note": mm / NOTE_MINIMAX[d] if d in NOTE_MINIMAX else None,
+            "Remez (mpmath)": None,
+            "taylor": bl[("taylor", d)].error,
+            "taylor note": NOTE_TAYLOR.get(d),
+            "minimax in fixed ulps": mm / FIXED_ULP,
+        }
         if 2 <= d <= (5 if quick else 8):
             row["Remez (mpmath)"] = remez("exp2", (0.0, 1.0), d, grid=2001)[1]
         rows.append(row)
@@ -79,23 +85,40 @@ def part_baselines(quick: bool) -> tuple[str, list[dict[str, Any]]]:
 
 
 def front_section(res: SearchResult, bound: float | None, title: str, png: str) -> str:
-    lines = [f"### {title}", "",
-             f"{res.children} programs generated, {res.fits} distinct structures fitted, "
-             f"{res.generations} generations, {res.elapsed:.0f} s of evolution. Error unit: "
-             f"{res.unit}.", "", res.markdown(), "", f"![{title}]({png})", ""]
+    lines = [
+        f"### {title}",
+        "",
+        f"{res.children} programs generated, {res.fits} distinct structures fitted, "
+        f"{res.generations} generations, {res.elapsed:.0f} s of evolution. Error unit: "
+        f"{res.unit}.",
+        "",
+        res.markdown(),
+        "",
+        f"![{title}]({png})",
+        "",
+    ]
     if bound is not None:
         best = res.cheapest(bound)
         base = res.cheapest_baseline(bound)
         tuned = res.cheapest_baseline(bound, "minimax+tuned")
-        lines += [f"Bound {bound:g}: cheapest evolved program "
-                  f"{f'{best.ops} ops ({best.error:.4g})' if best else 'none found'}; "
-                  f"cheapest minimax polynomial with rounded coefficients "
-                  f"{f'{base.ops} ops ({base.error:.4g})' if base else 'none'}; with tuned "
-                  f"coefficients {f'{tuned.ops} ops ({tuned.error:.4g})' if tuned else 'none'}.",
-                  ""]
+        lines += [
+            f"Bound {bound:g}: cheapest evolved program "
+            f"{f'{best.ops} ops ({best.error:.4g})' if best else 'none found'}; "
+            f"cheapest minimax polynomial with rounded coefficients "
+            f"{f'{base.ops} ops ({base.error:.4g})' if base else 'none'}; with tuned "
+            f"coefficients {f'{tuned.ops} ops ({tuned.error:.4g})' if tuned else 'none'}.",
+            "",
+        ]
         if best is not None:
-            lines += ["```python", res.numpy_code(best).rstrip(), "", "",
-                      res.arith_code(best).rstrip(), "```", ""]
+            lines += [
+                "```python",
+                res.numpy_code(best).rstrip(),
+                "",
+                "",
+                res.arith_code(best).rstrip(),
+                "```",
+                "",
+            ]
     lines += ["<details><summary>every front program</summary>", "", "```"]
     lines += [f"{e.ops:2d} ops  {e.error:.4g}  {e.program}" for e in res.front]
     lines += ["```", "</details>", ""]
@@ -105,20 +128,50 @@ def front_section(res: SearchResult, bound: float | None, title: str, png: str) 
 def run_searches(out: Path, quick: bool, workers: int, seed: int) -> float:
     """Run parts 2-4 and save every SearchResult as JSON; returns the seconds taken."""
     t0 = time.time()
-    res = search("exp2", (0.0, 1.0), budget=100_000, seed=seed, max_ops=10, population=32,
-                 workers=workers, time_limit=20 if quick else 330, progress=True, polish=3)
+    res = search(
+        "exp2",
+        (0.0, 1.0),
+        budget=100_000,
+        seed=seed,
+        max_ops=10,
+        population=32,
+        workers=workers,
+        time_limit=20 if quick else 330,
+        progress=True,
+        polish=3,
+    )
     res.save(out / "autonumerics" / "exp2_real.json")
     print(res.markdown(), flush=True)
     for fmt in ("bf16", "fp16"):
-        res = search("exp2", (0.0, 1.0), fmt=fmt, budget=20_000, seed=seed, max_ops=6,
-                     population=32, workers=workers, time_limit=15 if quick else 150,
-                     progress=True, polish=3)
+        res = search(
+            "exp2",
+            (0.0, 1.0),
+            fmt=fmt,
+            budget=20_000,
+            seed=seed,
+            max_ops=6,
+            population=32,
+            workers=workers,
+            time_limit=15 if quick else 150,
+            progress=True,
+            polish=3,
+        )
         res.save(out / "autonumerics" / f"exp2_{fmt}.json")
         print(res.markdown(), flush=True)
     for fn, iv in OTHERS:
-        res = search(fn, iv, budget=20_000, seed=seed, max_ops=8, population=32,
-                     workers=workers, time_limit=10 if quick else 45, progress=True, polish=2,
-                     baseline_degrees=range(0, 9))
+        res = search(
+            fn,
+            iv,
+            budget=20_000,
+            seed=seed,
+            max_ops=8,
+            population=32,
+            workers=workers,
+            time_limit=10 if quick else 45,
+            progress=True,
+            polish=2,
+            baseline_degrees=range(0, 9),
+        )
         res.save(out / "autonumerics" / f"{fn}_real.json")
     return time.time() - t0
 
@@ -132,8 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke test (about two minutes)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--report-only", action="store_true",
-                    help="rebuild the page and plots from the saved JSON results")
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rebuild the page and plots from the saved JSON results",
+    )
     args = ap.parse_args(argv)
     out = Path(args.out)
     (out / "autonumerics").mkdir(parents=True, exist_ok=True)
@@ -142,17 +198,23 @@ def main(argv: list[str] | None = None) -> int:
         meta = json.loads(meta_path.read_text())
     else:
         t_search = run_searches(out, args.quick, args.workers, args.seed)
-        meta = {"search_s": round(t_search, 1), "quick": args.quick, "seed": args.seed,
-                "workers": args.workers, "cores": os.cpu_count(),
-                "python": sys.version.split()[0]}
+        meta = {
+            "search_s": round(t_search, 1),
+            "quick": args.quick,
+            "seed": args.seed,
+            "workers": args.workers,
+            "cores": os.cpu_count(),
+            "python": sys.version.split()[0],
+        }
         meta_path.write_text(json.dumps(meta, indent=1))
     q = bool(meta["quick"])
 
     # 1. baselines (seconds; recomputed each time)
     table, rows = part_baselines(q)
-    load = {name: SearchResult.load(out / "autonumerics" / f"{name}.json")
-            for name in ("exp2_real", "exp2_bf16", "exp2_fp16",
-                         *(f"{fn}_real" for fn, _ in OTHERS))}
+    load = {
+        name: SearchResult.load(out / "autonumerics" / f"{name}.json")
+        for name in ("exp2_real", "exp2_bf16", "exp2_fp16", *(f"{fn}_real" for fn, _ in OTHERS))
+    }
 
     # 2. real-number mode
     res_real = load["exp2_real"]
@@ -162,14 +224,24 @@ def main(argv: list[str] | None = None) -> int:
     for n in range(0, 11):
         best = min((e.error for e in res_real.front if e.ops <= n), default=None)
         # first time the archive (errors on the 1025 fit points) reached the line at <= n ops
-        reached = next((h["elapsed"] for h in res_real.history
-                        if any(o <= n and float(e) <= mm[n] * (1 + 1e-3) for o, e in h["front"])),
-                       None)
-        verdict_real.append({"ops": n, "best evolved with <= n ops": best, "minimax": mm.get(n),
-                             "evolved / minimax": None if best is None else f"{best / mm[n]:.4f}",
-                             "on or below (<= 1 % above)": None if best is None else
-                             bool(best <= mm[n] * 1.01),
-                             "reached after (s)": reached})
+        reached = next(
+            (
+                h["elapsed"]
+                for h in res_real.history
+                if any(o <= n and float(e) <= mm[n] * (1 + 1e-3) for o, e in h["front"])
+            ),
+            None,
+        )
+        verdict_real.append(
+            {
+                "ops": n,
+                "best evolved with <= n ops": best,
+                "minimax": mm.get(n),
+                "evolved / minimax": None if best is None else f"{best / mm[n]:.4f}",
+                "on or below (<= 1 % above)": None if best is None else bool(best <= mm[n] * 1.01),
+                "reached after (s)": reached,
+            }
+        )
 
     # 3. in-format
     fmt_results = {}
@@ -197,21 +269,28 @@ def main(argv: list[str] | None = None) -> int:
     def structural_wins(res: SearchResult) -> str:
         """Sizes where the evolved program beats the tuned Horner polynomial of that size."""
         tuned = res.baseline_line("minimax+tuned")
-        wins = [f"{e.ops} ops: {e.error:.3g} vs {tuned[e.ops]:.3g}" for e in res.front
-                if e.ops in tuned and e.error < tuned[e.ops] * (1 - 1e-9)]
+        wins = [
+            f"{e.ops} ops: {e.error:.3g} vs {tuned[e.ops]:.3g}"
+            for e in res.front
+            if e.ops in tuned and e.error < tuned[e.ops] * (1 - 1e-9)
+        ]
         return "; ".join(wins) if wins else "none"
 
     def below_line(res: SearchResult) -> str:
         mm_r = res.baseline_line("minimax")
-        pts = [f"{e.ops} ops: {e.error:.3g} vs {mm_r[e.ops]:.3g}" for e in res.front
-               if e.ops in mm_r and e.error < mm_r[e.ops] * (1 - 1e-3)]
+        pts = [
+            f"{e.ops} ops: {e.error:.3g} vs {mm_r[e.ops]:.3g}"
+            for e in res.front
+            if e.ops in mm_r and e.error < mm_r[e.ops] * (1 - 1e-3)
+        ]
         return "; ".join(pts) if pts else "none (on the line)"
 
     md = [
         "# AutoNumerics: evolved approximations of 2^x, in float64 and exhaustively in a format",
         "",
-        "Generated by `experiments/autonumerics.py`" + (" (--quick)" if q else "") +
-        f"; searches took {total / 60:.1f} min with {meta['workers']} worker processes on "
+        "Generated by `experiments/autonumerics.py`"
+        + (" (--quick)" if q else "")
+        + f"; searches took {total / 60:.1f} min with {meta['workers']} worker processes on "
         f"{meta['cores']} cores shared with other jobs, Python {meta['python']}, seed "
         f"{meta['seed']}.",
         "API: `lowbit.methods.autonumerics.search(...)`; CLI: `lowbit autonumerics ...`.",
@@ -242,8 +321,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "## 2. Real-number mode (float64, max relative error on 16385 points)",
         "",
-        front_section(res_real, None, "exp2 on [0, 1], real-number mode",
-                      "autonumerics_exp2_real.png"),
+        front_section(
+            res_real, None, "exp2 on [0, 1], real-number mode", "autonumerics_exp2_real.png"
+        ),
         "Front against the minimax line (best evolved program with at most n operations):",
         "",
         md_table(verdict_real),
@@ -264,9 +344,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{f'{bf_best.ops} ops ({bf_best.error:.4g} ulp)' if bf_best else 'none'} vs the "
         f"cheapest rounded minimax polynomial "
         f"{f'{bf_base.ops} ops ({bf_base.error:.4g} ulp)' if bf_base else 'none'}: "
-        + ("fewer operations. " if bf_best and bf_base and bf_best.ops < bf_base.ops else
-           "not fewer operations. ") +
-        "At that size the gain comes from the exhaustive in-format fitness tuning the "
+        + (
+            "fewer operations. "
+            if bf_best and bf_base and bf_best.ops < bf_base.ops
+            else "not fewer operations. "
+        )
+        + "At that size the gain comes from the exhaustive in-format fitness tuning the "
         "constants, not from a new structure: the program is a Horner quadratic, and the "
         "'minimax+tuned' row shows the same polynomial with tuned coefficients. Where the "
         "evolved structure itself beats the tuned Horner polynomial of the same size: "
@@ -289,8 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for r in others:
         png = f"autonumerics_{r.function}_real.png"
-        md.append(front_section(r, None, f"{r.function} on [{r.interval[0]:g}, "
-                                f"{r.interval[1]:g}]", png))
+        md.append(
+            front_section(r, None, f"{r.function} on [{r.interval[0]:g}, {r.interval[1]:g}]", png)
+        )
         md += [f"Points more than 0.1 % below the minimax line: {below_line(r)}.", ""]
     md += [
         "## Reproduce",

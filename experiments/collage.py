@@ -56,8 +56,13 @@ LABELS = {
     "fp32_master": "bf16 + fp32 master weights",
     "fp32": "fp32",
 }
-COLORS = {"bf16": "tab:red", "light": "tab:orange", "plus": "tab:green",
-          "fp32_master": "tab:blue", "fp32": "black"}
+COLORS = {
+    "bf16": "tab:red",
+    "light": "tab:orange",
+    "plus": "tab:green",
+    "fp32_master": "tab:blue",
+    "fp32": "black",
+}
 
 
 @dataclass(frozen=True)
@@ -81,8 +86,18 @@ class Settings:
     text_chars: int | None = None  # None: the whole book
 
 
-QUICK = Settings(seeds=(0,), steps=60, warmup=10, batch=8, context=32, dim=32, depth=1,
-                 eval_every=20, eval_batches=2, text_chars=60_000)
+QUICK = Settings(
+    seeds=(0,),
+    steps=60,
+    warmup=10,
+    batch=8,
+    context=32,
+    dim=32,
+    depth=1,
+    eval_every=20,
+    eval_batches=2,
+    text_chars=60_000,
+)
 
 
 def lr_factor(step: int, st: Settings) -> float:
@@ -107,10 +122,11 @@ def load_text(st: Settings) -> tuple[torch.Tensor, torch.Tensor, int]:
     return ids[:cut], ids[cut:], len(chars)
 
 
-def windows(ids: torch.Tensor, starts: torch.Tensor, context: int
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.stack([ids[s: s + context] for s in starts.tolist()])
-    y = torch.stack([ids[s + 1: s + 1 + context] for s in starts.tolist()])
+def windows(
+    ids: torch.Tensor, starts: torch.Tensor, context: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.stack([ids[s : s + context] for s in starts.tolist()])
+    y = torch.stack([ids[s + 1 : s + 1 + context] for s in starts.tolist()])
     return x, y
 
 
@@ -124,8 +140,13 @@ def evaluate(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Ten
     return total / len(batches)
 
 
-def train_one(variant: str, seed: int, st: Settings, data: tuple[torch.Tensor, torch.Tensor, int],
-              progress: bool) -> dict[str, Any]:
+def train_one(
+    variant: str,
+    seed: int,
+    st: Settings,
+    data: tuple[torch.Tensor, torch.Tensor, int],
+    progress: bool,
+) -> dict[str, Any]:
     """One training run; returns its curves and timings."""
     from lowbit.models import build_charlm
 
@@ -134,17 +155,32 @@ def train_one(variant: str, seed: int, st: Settings, data: tuple[torch.Tensor, t
     model = build_charlm(vocab, dim=st.dim, depth=st.depth, heads=st.heads, context=st.context)
     # the same starting point for every run: the initial weights rounded to bf16
     model = model.to(torch.bfloat16).to(param_dtype(variant))
-    opt = collage(model.parameters(), variant=variant, lr=st.lr, betas=st.betas,
-                  weight_decay=st.weight_decay)
+    opt = collage(
+        model.parameters(), variant=variant, lr=st.lr, betas=st.betas, weight_decay=st.weight_decay
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(k, st))
     g_val = torch.Generator().manual_seed(1234)
-    val_batches = [windows(val_ids, torch.randint(0, len(val_ids) - st.context - 1, (st.batch,),
-                                                  generator=g_val), st.context)
-                   for _ in range(st.eval_batches)]
+    val_batches = [
+        windows(
+            val_ids,
+            torch.randint(0, len(val_ids) - st.context - 1, (st.batch,), generator=g_val),
+            st.context,
+        )
+        for _ in range(st.eval_batches)
+    ]
     g = torch.Generator().manual_seed(seed)
-    out: dict[str, Any] = {"variant": variant, "seed": seed, "step": [], "train_loss": [],
-                           "val_step": [], "val_loss": [], "edq_normalised": [],
-                           "imprecision": [], "weight_unchanged": [], "lr": []}
+    out: dict[str, Any] = {
+        "variant": variant,
+        "seed": seed,
+        "step": [],
+        "train_loss": [],
+        "val_step": [],
+        "val_loss": [],
+        "edq_normalised": [],
+        "imprecision": [],
+        "weight_unchanged": [],
+        "lr": [],
+    }
     buf: dict[str, list[float]] = {"loss": [], "edq": [], "imp": [], "unch": []}
     it = range(st.steps)
     if progress:
@@ -153,8 +189,11 @@ def train_one(variant: str, seed: int, st: Settings, data: tuple[torch.Tensor, t
         it = tqdm(it, desc=f"seed {seed} {variant}", leave=False, file=sys.stderr)
     t0 = time.perf_counter()
     for step in it:
-        x, y = windows(train_ids, torch.randint(0, len(train_ids) - st.context - 1,
-                                                (st.batch,), generator=g), st.context)
+        x, y = windows(
+            train_ids,
+            torch.randint(0, len(train_ids) - st.context - 1, (st.batch,), generator=g),
+            st.context,
+        )
         loss = F.cross_entropy(model(x).flatten(0, 1).float(), y.flatten())
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -204,10 +243,10 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
             "train_loss_last": statistics.fmean(r["train_loss"][-1] for r in rs),
             "edq_all": statistics.fmean(statistics.fmean(r["edq_normalised"]) for r in rs),
             "edq_last_quarter": statistics.fmean(tail_mean(r["edq_normalised"]) for r in rs),
-            "imprecision_last_quarter": statistics.fmean(tail_mean(r["imprecision"])
-                                                         for r in rs),
-            "unchanged_last_quarter": statistics.fmean(tail_mean(r["weight_unchanged"])
-                                                       for r in rs),
+            "imprecision_last_quarter": statistics.fmean(tail_mean(r["imprecision"]) for r in rs),
+            "unchanged_last_quarter": statistics.fmean(
+                tail_mean(r["weight_unchanged"]) for r in rs
+            ),
             "seconds": statistics.fmean(r["seconds"] for r in rs),
             "bytes_per_param": rs[0]["bytes_per_param"],
             "state_bytes_per_param": rs[0]["state_bytes_per_param"],
@@ -246,20 +285,26 @@ def claims(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     closed_plus = 1 - plus / gap if gap > 0 else float("nan")
     per_seed = ", ".join(f"{d:+.4f}" for d in gap_s)
     return [
-        {"claim": "pure bf16 clearly worse than fp32 master weights",
-         "ours": f"val loss {gap:+.4f} nats vs fp32 master (per seed {per_seed}; seed sd "
-                 f"{raw_sd(gap_s):.4f})",
-         "held": clear},
-        {"claim": "Collage-light closes most of the gap",
-         "ours": f"{light:+.4f} nats vs fp32 master (per seed "
-                 + ", ".join(f"{d:+.4f}" for d in light_s)
-                 + f"): closes {100 * closed_light:.0f} % of the gap",
-         "held": bool(clear and closed_light >= 0.5)},
-        {"claim": "Collage-plus ~matches fp32 master weights",
-         "ours": f"{plus:+.4f} nats vs fp32 master (per seed "
-                 + ", ".join(f"{d:+.4f}" for d in plus_s)
-                 + f"; seed sd {raw_sd(plus_s):.4f}): closes {100 * closed_plus:.0f} % of the gap",
-         "held": bool(clear and abs(plus) <= max(2 * sd(plus_s), 0.1 * gap))},
+        {
+            "claim": "pure bf16 clearly worse than fp32 master weights",
+            "ours": f"val loss {gap:+.4f} nats vs fp32 master (per seed {per_seed}; seed sd "
+            f"{raw_sd(gap_s):.4f})",
+            "held": clear,
+        },
+        {
+            "claim": "Collage-light closes most of the gap",
+            "ours": f"{light:+.4f} nats vs fp32 master (per seed "
+            + ", ".join(f"{d:+.4f}" for d in light_s)
+            + f"): closes {100 * closed_light:.0f} % of the gap",
+            "held": bool(clear and closed_light >= 0.5),
+        },
+        {
+            "claim": "Collage-plus ~matches fp32 master weights",
+            "ours": f"{plus:+.4f} nats vs fp32 master (per seed "
+            + ", ".join(f"{d:+.4f}" for d in plus_s)
+            + f"; seed sd {raw_sd(plus_s):.4f}): closes {100 * closed_plus:.0f} % of the gap",
+            "held": bool(clear and abs(plus) <= max(2 * sd(plus_s), 0.1 * gap)),
+        },
     ]
 
 
@@ -276,12 +321,14 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
         return xs, [statistics.fmean(r[key][i] for r in rs) for i in range(len(xs))]
 
     fig, axes = plt.subplots(2, 3, figsize=(16, 8.5))
-    panels = (("train_loss", "train loss (mean over each interval)"),
-              ("val_loss", "validation loss"),
-              ("delta", "validation loss − fp32-master validation loss"),
-              ("edq_normalised", "normalised EDQ <e,u>/||u||² (interval mean)"),
-              ("imprecision", "imprecision: % of updates lost entirely"),
-              ("lr", "learning rate"))
+    panels = (
+        ("train_loss", "train loss (mean over each interval)"),
+        ("val_loss", "validation loss"),
+        ("delta", "validation loss − fp32-master validation loss"),
+        ("edq_normalised", "normalised EDQ <e,u>/||u||² (interval mean)"),
+        ("imprecision", "imprecision: % of updates lost entirely"),
+        ("lr", "learning rate"),
+    )
     _, ref = mean_curve("fp32_master", "val_loss")
     for ax, (key, title) in zip(axes.flat, panels, strict=True):
         for v in RUNS:
@@ -294,8 +341,9 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
                 xs, ys = mean_curve(v, key)
             if key == "imprecision":
                 ys = [100 * y for y in ys]
-            ax.plot(xs, ys, label=LABELS[v], color=COLORS[v],
-                    linestyle="--" if v == "fp32" else "-")
+            ax.plot(
+                xs, ys, label=LABELS[v], color=COLORS[v], linestyle="--" if v == "fp32" else "-"
+            )
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -304,22 +352,32 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
     for ax in axes[0, :2]:
         ax.set_ylim(lo - 0.05, lo + 0.8)
     seeds = len({r["seed"] for r in runs})
-    fig.suptitle("Collage vs pure bf16 vs fp32 master weights: char LM on Moby Dick "
-                 f"(mean of {seeds} seed(s))")
+    fig.suptitle(
+        "Collage vs pure bf16 vs fp32 master weights: char LM on Moby Dick "
+        f"(mean of {seeds} seed(s))"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def markdown(st: Settings, runs: list[dict[str, Any]], summ: dict[str, dict[str, float]],
-             cl: list[dict[str, Any]], wall: float, data: tuple[Any, Any, int],
-             quick: bool, load: dict[str, float] | None = None, threads: int = 1) -> str:
+def markdown(
+    st: Settings,
+    runs: list[dict[str, Any]],
+    summ: dict[str, dict[str, float]],
+    cl: list[dict[str, Any]],
+    wall: float,
+    data: tuple[Any, Any, int],
+    quick: bool,
+    load: dict[str, float] | None = None,
+    threads: int = 1,
+) -> str:
     n_params = runs[0]["n_params"]
     seeds = sorted({r["seed"] for r in runs})
     lines = [
         "# Collage: bf16-only AdamW with multi-component floats (char LM on Moby Dick)",
         "",
-        "Yu et al., \"Collage: Light-Weight Low-Precision Strategy for LLM Training\" (ICML 2024, "
+        'Yu et al., "Collage: Light-Weight Low-Precision Strategy for LLM Training" (ICML 2024, '
         "arXiv 2405.03637), reproduced at toy scale with `lowbit.methods.collage`: a "
         f"{n_params:,}-parameter character transformer (`lowbit.models.CharTransformerLM`, "
         f"dim {st.dim}, depth {st.depth}, {st.heads} heads, context {st.context}, vocabulary "
@@ -356,7 +414,8 @@ def markdown(st: Settings, runs: list[dict[str, Any]], summ: dict[str, dict[str,
             f"{s['val_loss'] - fm:+.4f} | {math.exp(s['val_loss']):.3f} | "
             f"{s['train_loss_last']:.4f} | {s['edq_all']:.3f} / {s['edq_last_quarter']:.3f} | "
             f"{100 * s['imprecision_last_quarter']:.1f} | "
-            f"{100 * s['unchanged_last_quarter']:.1f} | {s['seconds']:.0f} |")
+            f"{100 * s['unchanged_last_quarter']:.1f} | {s['seconds']:.0f} |"
+        )
     lines += [
         "",
         "- bytes / param: parameter + gradient + optimizer state, as in the paper (8 / 10 / 12 "
@@ -378,14 +437,23 @@ def markdown(st: Settings, runs: list[dict[str, Any]], summ: dict[str, dict[str,
         lines.append(f"| {c['claim']} | {c['ours']} | {'yes' if c['held'] else 'no'} |")
     held = [c["claim"] for c in cl if c["held"]]
     failed = [c["claim"] for c in cl if not c["held"]]
-    sentence = (f"Held: {'; '.join(held) if held else 'none'}. "
-                f"Did not hold: {'; '.join(failed) if failed else 'none'}.")
-    gap_curve = [statistics.fmean(
-        r["val_loss"][i] - q["val_loss"][i] for r in runs for q in runs
-        if r["variant"] == "bf16" and q["variant"] == "fp32_master" and r["seed"] == q["seed"])
-        for i in range(len(runs[0]["val_step"]))]
-    imp = [statistics.fmean(r["imprecision"][i] for r in runs if r["variant"] == "bf16")
-           for i in range(len(runs[0]["step"]))]
+    sentence = (
+        f"Held: {'; '.join(held) if held else 'none'}. "
+        f"Did not hold: {'; '.join(failed) if failed else 'none'}."
+    )
+    gap_curve = [
+        statistics.fmean(
+            r["val_loss"][i] - q["val_loss"][i]
+            for r in runs
+            for q in runs
+            if r["variant"] == "bf16" and q["variant"] == "fp32_master" and r["seed"] == q["seed"]
+        )
+        for i in range(len(runs[0]["val_step"]))
+    ]
+    imp = [
+        statistics.fmean(r["imprecision"][i] for r in runs if r["variant"] == "bf16")
+        for i in range(len(runs[0]["step"]))
+    ]
     half = len(gap_curve) // 2
     lines += [
         "",
@@ -403,22 +471,25 @@ def markdown(st: Settings, runs: list[dict[str, Any]], summ: dict[str, dict[str,
         "Paper numbers are not reproduced at this scale (the paper reports perplexities of "
         "125M-6.7B GPT and BERT models, up to 3.7x throughput and 15-23 % less memory on GPUs; "
         "see shared/notes/papers.md §6); the comparison is of the ordering and the size of the "
-        "gaps. Thresholds (differences paired by seed): \"clearly worse\" = worse in every seed "
-        "and the mean gap above 2× its seed standard deviation (at least 0.005 nats); \"most of "
-        "the gap\" = at least 50 % of it; \"~matches\" = within 2× the seed standard deviation "
+        'gaps. Thresholds (differences paired by seed): "clearly worse" = worse in every seed '
+        'and the mean gap above 2× its seed standard deviation (at least 0.005 nats); "most of '
+        'the gap" = at least 50 % of it; "~matches" = within 2× the seed standard deviation '
         "of the difference or 10 % of the gap (the last two count only where the gap is clear).",
         "",
         "![curves](collage.png)",
         "",
         f"Wall time {wall / 60:.1f} min on {platform.processor() or platform.machine()}, "
         f"torch {torch.__version__}, {threads} thread(s)"
-        + (f"; 1-minute load average of the machine {load['start']:.1f} at the start and "
-           f"{load['end']:.1f} at the end (on {os.cpu_count()} cores: other jobs shared "
-           "them, so the wall time is longer than on an idle core)" if load else "")
+        + (
+            f"; 1-minute load average of the machine {load['start']:.1f} at the start and "
+            f"{load['end']:.1f} at the end (on {os.cpu_count()} cores: other jobs shared "
+            "them, so the wall time is longer than on an idle core)"
+            if load
+            else ""
+        )
         + ".",
         "",
-        "Reproduce: `.venv/bin/python experiments/collage.py"
-        + (" --quick`" if quick else "`"),
+        "Reproduce: `.venv/bin/python experiments/collage.py" + (" --quick`" if quick else "`"),
         "",
     ]
     return "\n".join(lines)
@@ -426,30 +497,45 @@ def markdown(st: Settings, runs: list[dict[str, Any]], summ: dict[str, dict[str,
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default=None,
-                   help="output folder (default docs/results; --quick: a temporary folder)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default docs/results; --quick: a temporary folder)",
+    )
     p.add_argument("--quick", action="store_true", help="tiny sizes (smoke run, < 1 min)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--steps", type=int, default=None, help="training steps per run")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--replot", action="store_true",
-                   help="rewrite the .md and .png from the .json in --out, without training")
+    p.add_argument(
+        "--replot",
+        action="store_true",
+        help="rewrite the .md and .png from the .json in --out, without training",
+    )
     a = p.parse_args(argv)
-    default = (Path(tempfile.gettempdir()) / "lowbit-quick" if a.quick
-               else ROOT / "docs" / "results")
+    default = Path(tempfile.gettempdir()) / "lowbit-quick" if a.quick else ROOT / "docs" / "results"
     out = Path(a.out) if a.out else default
     name = "collage"
     if a.replot:
         saved = json.loads((out / f"{name}.json").read_text(encoding="utf-8"))
-        st = Settings(**{k: tuple(v) if isinstance(v, list) else v
-                         for k, v in saved["settings"].items()})
+        st = Settings(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in saved["settings"].items()}
+        )
         runs = saved["runs"]
         summ, cl = summarise(runs), claims(runs)
         saved["summary"], saved["claims"] = summ, cl
         plot(runs, out / f"{name}.png")
-        md = markdown(st, runs, summ, cl, saved["wall_seconds"], load_text(st), a.quick,
-                      saved.get("load_average"), saved.get("threads", 1))
+        md = markdown(
+            st,
+            runs,
+            summ,
+            cl,
+            saved["wall_seconds"],
+            load_text(st),
+            a.quick,
+            saved.get("load_average"),
+            saved.get("threads", 1),
+        )
         (out / f"{name}.md").write_text(md, encoding="utf-8")
         (out / f"{name}.json").write_text(json.dumps(saved, indent=1), encoding="utf-8")
         print(f"rewrote {out / name}.md/.png/.json from the saved runs")
@@ -467,10 +553,12 @@ def main(argv: list[str] | None = None) -> int:
     for seed in st.seeds:
         for v in RUNS:
             r = train_one(v, seed, st, data, progress=not a.no_progress)
-            print(f"seed {seed} {v:12s} val {r['final_val_loss']:.4f} "
-                  f"edq {statistics.fmean(r['edq_normalised']):.3f} "
-                  f"imprecision(last) {100 * r['imprecision'][-1]:.1f}% {r['seconds']:.0f}s",
-                  flush=True)
+            print(
+                f"seed {seed} {v:12s} val {r['final_val_loss']:.4f} "
+                f"edq {statistics.fmean(r['edq_normalised']):.3f} "
+                f"imprecision(last) {100 * r['imprecision'][-1]:.1f}% {r['seconds']:.0f}s",
+                flush=True,
+            )
             runs.append(r)
     wall = time.perf_counter() - t0
     load["end"] = os.getloadavg()[0]
@@ -480,10 +568,21 @@ def main(argv: list[str] | None = None) -> int:
     plot(runs, out / f"{name}.png")
     md = markdown(st, runs, summ, cl, wall, data, a.quick, load, a.threads)
     (out / f"{name}.md").write_text(md, encoding="utf-8")
-    (out / f"{name}.json").write_text(json.dumps(
-        {"settings": asdict(st), "summary": summ, "claims": cl, "runs": runs,
-         "wall_seconds": wall, "load_average": load, "threads": a.threads}, indent=1),
-        encoding="utf-8")
+    (out / f"{name}.json").write_text(
+        json.dumps(
+            {
+                "settings": asdict(st),
+                "summary": summ,
+                "claims": cl,
+                "runs": runs,
+                "wall_seconds": wall,
+                "load_average": load,
+                "threads": a.threads,
+            },
+            indent=1,
+        ),
+        encoding="utf-8",
+    )
     print(f"wrote {out / name}.md/.png/.json in {wall / 60:.1f} min")
     return 0
 

@@ -72,8 +72,16 @@ class Settings:
     audit_batch: int = 32
 
 
-QUICK = Settings(seeds=(0,), train_subset=512, test_subset=500, monitor_subset=200, epochs=1,
-                 batch_size=64, widths=(4, 8, 8), audit_batch=8)
+QUICK = Settings(
+    seeds=(0,),
+    train_subset=512,
+    test_subset=500,
+    monitor_subset=200,
+    epochs=1,
+    batch_size=64,
+    widths=(4, 8, 8),
+    audit_batch=8,
+)
 
 
 def load(st: Settings, data_dir: str | None) -> Any:
@@ -91,8 +99,9 @@ def test_loader(splits: Any, n: int | None) -> Any:
     return make_loader(ds, 500, shuffle=False)
 
 
-def train_one(model: torch.nn.Module, splits: Any, st: Settings, seed: int, label: str,
-              progress: bool) -> dict[str, Any]:
+def train_one(
+    model: torch.nn.Module, splits: Any, st: Settings, seed: int, label: str, progress: bool
+) -> dict[str, Any]:
     """Train with the fixed recipe; returns the history, final test accuracy and timings."""
     from lowbit.data import make_loader
     from lowbit.train import evaluate, fit
@@ -101,15 +110,30 @@ def train_one(model: torch.nn.Module, splits: Any, st: Settings, seed: int, labe
     opt = torch.optim.AdamW(model.parameters(), lr=st.lr, weight_decay=st.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=st.epochs * len(train))
     t0 = time.perf_counter()
-    hist = fit(model, train, test_loader(splits, st.monitor_subset), optimizer=opt,
-               epochs=st.epochs, scheduler=sched, progress=progress, label=label)
+    hist = fit(
+        model,
+        train,
+        test_loader(splits, st.monitor_subset),
+        optimizer=opt,
+        epochs=st.epochs,
+        scheduler=sched,
+        progress=progress,
+        label=label,
+    )
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     ev = evaluate(model, test_loader(splits, st.test_subset))
-    return {"label": label, "test_acc": ev.accuracy, "test_loss": ev.loss, "n_test": ev.n,
-            "monitor_acc": list(hist.test_acc), "train_loss": list(hist.train_loss),
-            "train_seconds": sum(hist.seconds), "wall_seconds": train_s,
-            "eval_seconds": time.perf_counter() - t1}
+    return {
+        "label": label,
+        "test_acc": ev.accuracy,
+        "test_loss": ev.loss,
+        "n_test": ev.n,
+        "monitor_acc": list(hist.test_acc),
+        "train_loss": list(hist.train_loss),
+        "train_seconds": sum(hist.seconds),
+        "wall_seconds": train_s,
+        "eval_seconds": time.perf_counter() - t1,
+    }
 
 
 def gemm_summary(model: torch.nn.Module) -> dict[str, Any]:
@@ -125,11 +149,18 @@ def gemm_summary(model: torch.nn.Module) -> dict[str, Any]:
     kms = [c for r in rep.values() for c in r["min_k_max"].values() if c is not None]
     shifts = max(max(r["max_shift"].values()) for r in rep.values())
     unsafe = sum(sum(r["unsafe_calls"].values()) for r in rep.values())
-    return {"layers": rep, "gemm_calls": calls, "overflow_count": over,
-            "max_abs_chunk_sum": mx, "max_bound": bound, "int32_max": 2**31 - 1,
-            "min_chunk": min(chunks) if chunks else None,
-            "min_k_max": min(kms) if kms else None, "max_shift_bits": shifts,
-            "unsafe_calls": unsafe}
+    return {
+        "layers": rep,
+        "gemm_calls": calls,
+        "overflow_count": over,
+        "max_abs_chunk_sum": mx,
+        "max_bound": bound,
+        "int32_max": 2**31 - 1,
+        "min_chunk": min(chunks) if chunks else None,
+        "min_k_max": min(kms) if kms else None,
+        "max_shift_bits": shifts,
+        "unsafe_calls": unsafe,
+    }
 
 
 def audit(model: torch.nn.Module, splits: Any, st: Settings) -> dict[str, Any]:
@@ -145,19 +176,29 @@ def audit(model: torch.nn.Module, splits: Any, st: Settings) -> dict[str, Any]:
     m.train()
     F.cross_entropy(m(x), y).backward()
     rep = overflow_report(m)
-    per_layer = {n: {"unchunked_overflow_count": r["unchunked_overflow_count"],
-                     "unchunked_max_abs_sum": r["unchunked_max_abs_sum"],
-                     "chunked_overflow_count": r["overflow_count"]} for n, r in rep.items()}
+    per_layer = {
+        n: {
+            "unchunked_overflow_count": r["unchunked_overflow_count"],
+            "unchunked_max_abs_sum": r["unchunked_max_abs_sum"],
+            "chunked_overflow_count": r["overflow_count"],
+        }
+        for n, r in rep.items()
+    }
     tot = sum(sum(r["unchunked_overflow_count"].values()) for r in rep.values())
     over_layers = sum(1 for r in rep.values() if sum(r["unchunked_overflow_count"].values()))
     gemms = sum(sum(r["audit_calls"].values()) for r in rep.values())
-    return {"batch": st.audit_batch, "gemms": gemms, "unchunked_overflow_count": tot,
-            "gemms_overflowing": sum(1 for r in rep.values() for v in
-                                     r["unchunked_overflow_count"].values() if v),
-            "layers_overflowing": over_layers, "chunked_overflow_count": sum(
-                sum(r["overflow_count"].values()) for r in rep.values()),
-            "max_abs_dot": max(max(r["unchunked_max_abs_sum"].values()) for r in rep.values()),
-            "per_layer": per_layer}
+    return {
+        "batch": st.audit_batch,
+        "gemms": gemms,
+        "unchunked_overflow_count": tot,
+        "gemms_overflowing": sum(
+            1 for r in rep.values() for v in r["unchunked_overflow_count"].values() if v
+        ),
+        "layers_overflowing": over_layers,
+        "chunked_overflow_count": sum(sum(r["overflow_count"].values()) for r in rep.values()),
+        "max_abs_dot": max(max(r["unchunked_max_abs_sum"].values()) for r in rep.values()),
+        "per_layer": per_layer,
+    }
 
 
 def run_seed(seed: int, st: Settings, splits: Any, progress: bool) -> dict[str, Any]:
@@ -172,9 +213,12 @@ def run_seed(seed: int, st: Settings, splits: Any, progress: bool) -> dict[str, 
     dfp = train_one(dmodel, splits, st, seed, f"dfp16 seed {seed}", progress)
     dfp["gemm"] = gemm_summary(dmodel)
     out = {"seed": seed, "fp32": fp, "dfp16": dfp, "model": dmodel}
-    print(f"seed {seed}: fp32 {100 * fp['test_acc']:.2f}%  dfp16 {100 * dfp['test_acc']:.2f}%"
-          f"  overflows {dfp['gemm']['overflow_count']}  ({fp['wall_seconds']:.0f} s / "
-          f"{dfp['wall_seconds']:.0f} s)", flush=True)
+    print(
+        f"seed {seed}: fp32 {100 * fp['test_acc']:.2f}%  dfp16 {100 * dfp['test_acc']:.2f}%"
+        f"  overflows {dfp['gemm']['overflow_count']}  ({fp['wall_seconds']:.0f} s / "
+        f"{dfp['wall_seconds']:.0f} s)",
+        flush=True,
+    )
     return out
 
 
@@ -187,10 +231,22 @@ def plot(results: list[dict[str, Any]], aud: dict[str, Any], path: Path) -> None
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
     for i, r in enumerate(results):
         ep = list(range(1, len(r["fp32"]["monitor_acc"]) + 1))
-        ax1.plot(ep, [100 * a for a in r["fp32"]["monitor_acc"]], "o-", color=f"C{2 * i}",
-                 alpha=0.8, label=f"FP32 seed {r['seed']}")
-        ax1.plot(ep, [100 * a for a in r["dfp16"]["monitor_acc"]], "s--",
-                 color=f"C{2 * i + 1}", alpha=0.8, label=f"DFP-16 seed {r['seed']}")
+        ax1.plot(
+            ep,
+            [100 * a for a in r["fp32"]["monitor_acc"]],
+            "o-",
+            color=f"C{2 * i}",
+            alpha=0.8,
+            label=f"FP32 seed {r['seed']}",
+        )
+        ax1.plot(
+            ep,
+            [100 * a for a in r["dfp16"]["monitor_acc"]],
+            "s--",
+            color=f"C{2 * i + 1}",
+            alpha=0.8,
+            label=f"DFP-16 seed {r['seed']}",
+        )
         ax1.set_xticks(ep)
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("test accuracy (%, monitor subset)")
@@ -202,8 +258,10 @@ def plot(results: list[dict[str, Any]], aud: dict[str, Any], path: Path) -> None
     for i, role in enumerate(("forward", "grad_input", "grad_weight")):
         vals = [math.log2(max(1, rep[n]["max_abs_chunk_sum"][role])) for n in layers]
         ax2.bar([x + (i - 1) * 0.27 for x in xs], vals, width=0.27, label=f"chunked: {role}")
-    naive = [math.log2(max(1, max(aud["per_layer"][n]["unchunked_max_abs_sum"].values())))
-             for n in layers]
+    naive = [
+        math.log2(max(1, max(aud["per_layer"][n]["unchunked_max_abs_sum"].values())))
+        for n in layers
+    ]
     ax2.plot(list(xs), naive, "k^", label="one accumulator per output: max |dot|")
     ax2.axhline(31, color="k", lw=1, ls=":", label="INT32 limit 2^31")
     ax2.set_xticks(list(xs))
@@ -220,28 +278,47 @@ def plot(results: list[dict[str, Any]], aud: dict[str, Any], path: Path) -> None
 def claims(agg: dict[str, Any], aud: dict[str, Any]) -> list[dict[str, Any]]:
     diff = agg["mean_diff_pp"]
     return [
-        {"claim": f"DFP-16 within {TOLERANCE_PP} pp of FP32 top-1 (same hyper-parameters)",
-         "paper": "ResNet-50 75.70 vs 75.77 (+0.07 pp)", "ours": f"{diff:+.2f} pp (mean)",
-         "held": abs(diff) <= TOLERANCE_PP},
-        {"claim": "INT32 accumulators never overflow (chunked accumulation)",
-         "paper": "overflow handled by chunking + head-room", "ours":
-         f"{agg['overflow_count']} overflows in {agg['gemm_calls']} GEMMs",
-         "held": agg["overflow_count"] == 0},
-        {"claim": "naive INT32 accumulation of the same INT16 operands overflows",
-         "paper": "motivates the chunked kernel", "ours":
-         f"{aud['unchunked_overflow_count']} overflowing steps in "
-         f"{aud['gemms_overflowing']}/{aud['gemms']} GEMMs of one batch",
-         "held": aud["unchunked_overflow_count"] > 0},
+        {
+            "claim": f"DFP-16 within {TOLERANCE_PP} pp of FP32 top-1 (same hyper-parameters)",
+            "paper": "ResNet-50 75.70 vs 75.77 (+0.07 pp)",
+            "ours": f"{diff:+.2f} pp (mean)",
+            "held": abs(diff) <= TOLERANCE_PP,
+        },
+        {
+            "claim": "INT32 accumulators never overflow (chunked accumulation)",
+            "paper": "overflow handled by chunking + head-room",
+            "ours": f"{agg['overflow_count']} overflows in {agg['gemm_calls']} GEMMs",
+            "held": agg["overflow_count"] == 0,
+        },
+        {
+            "claim": "naive INT32 accumulation of the same INT16 operands overflows",
+            "paper": "motivates the chunked kernel",
+            "ours": f"{aud['unchunked_overflow_count']} overflowing steps in "
+            f"{aud['gemms_overflowing']}/{aud['gemms']} GEMMs of one batch",
+            "held": aud["unchunked_overflow_count"] > 0,
+        },
     ]
 
 
-def write_report(out: Path, st: Settings, results: list[dict[str, Any]], aud: dict[str, Any],
-                 agg: dict[str, Any], wall: float, quick: bool,
-                 load: list[float] | None = None) -> None:
+def write_report(
+    out: Path,
+    st: Settings,
+    results: list[dict[str, Any]],
+    aud: dict[str, Any],
+    agg: dict[str, Any],
+    wall: float,
+    quick: bool,
+    load: list[float] | None = None,
+) -> None:
     cl = claims(agg, aud)
-    load_note = "" if not load else (
-        f"; machine shared with other jobs: load average {load[0]:.1f} on "
-        f"{os.cpu_count()} cores at the end")
+    load_note = (
+        ""
+        if not load
+        else (
+            f"; machine shared with other jobs: load average {load[0]:.1f} on "
+            f"{os.cpu_count()} cores at the end"
+        )
+    )
     lines = ["# INT16 dynamic fixed point training (Das et al., ICLR 2018): FP32 vs DFP-16", ""]
     if quick:
         lines += ["**Quick smoke run (`--quick`): tiny sizes, numbers not meaningful.**", ""]
@@ -257,79 +334,108 @@ def write_report(out: Path, st: Settings, results: list[dict[str, Any]], aud: di
         "one shared exponent per tensor, re-quantized each step from fp32 master weights), "
         "INT16 x INT16 products in INT32 chunk accumulators of proven-safe length (head-room "
         "shifts so that a chunk holds at least min(K, 16) products), chunks combined in fp32; "
-        "BN/ReLU/pooling/loss/optimizer in fp32.", "",
-        "## Accuracy", "",
+        "BN/ReLU/pooling/loss/optimizer in fp32.",
+        "",
+        "## Accuracy",
+        "",
         "| seed | FP32 top-1 (%) | DFP-16 top-1 (%) | DFP-16 - FP32 (pp) | FP32 train s | "
         "DFP-16 train s |",
         "|---|---|---|---|---|---|",
     ]
     for r in results:
         f, d = r["fp32"], r["dfp16"]
-        lines.append(f"| {r['seed']} | {100 * f['test_acc']:.2f} | {100 * d['test_acc']:.2f} | "
-                     f"{100 * (d['test_acc'] - f['test_acc']):+.2f} | {f['train_seconds']:.0f} | "
-                     f"{d['train_seconds']:.0f} |")
-    lines += [f"| mean | {agg['fp32_mean']:.2f} | {agg['dfp16_mean']:.2f} | "
-              f"{agg['mean_diff_pp']:+.2f} | | |", "",
-              "Paper (ImageNet-1K, FP32 vs DFP-16, top-1/top-5; recalled, not re-verified):", "",
-              "| network | FP32 | DFP-16 | top-1 diff (pp) |", "|---|---|---|---|"]
+        lines.append(
+            f"| {r['seed']} | {100 * f['test_acc']:.2f} | {100 * d['test_acc']:.2f} | "
+            f"{100 * (d['test_acc'] - f['test_acc']):+.2f} | {f['train_seconds']:.0f} | "
+            f"{d['train_seconds']:.0f} |"
+        )
+    lines += [
+        f"| mean | {agg['fp32_mean']:.2f} | {agg['dfp16_mean']:.2f} | "
+        f"{agg['mean_diff_pp']:+.2f} | | |",
+        "",
+        "Paper (ImageNet-1K, FP32 vs DFP-16, top-1/top-5; recalled, not re-verified):",
+        "",
+        "| network | FP32 | DFP-16 | top-1 diff (pp) |",
+        "|---|---|---|---|",
+    ]
     for net, ((f1, f5), (d1, d5)) in PAPER.items():
         lines.append(f"| {net} | {f1:.2f} / {f5:.2f} | {d1:.2f} / {d5:.2f} | {d1 - f1:+.2f} |")
     g = agg
-    lines += ["", "## INT32 accumulators", "",
-              f"Over all {g['gemm_calls']} DFP GEMMs of training (all seeds): "
-              f"**{g['overflow_count']} overflows**; largest INT32 chunk sum seen "
-              f"{g['max_abs_chunk_sum']} "
-              f"(2^{math.log2(max(1, g['max_abs_chunk_sum'])):.2f}); largest proven bound "
-              f"`chunk x max|I_a| x max|I_b|` {g['max_bound']} <= 2^31 - 1 = {2**31 - 1}; "
-              f"smallest proven safe chunk length K_max {g['min_k_max']} (shortest chunk "
-              f"used {g['min_chunk']}: a reduction that short), at most "
-              f"{g['max_shift_bits']} head-room bits per GEMM (both operands together); "
-              f"{g['unsafe_calls']} GEMMs with an unproven plan.", "",
-              f"Naive accumulation (one INT32 accumulator per output, no head-room) on the real "
-              f"DFP-16 operands of one batch of {aud['batch']} training images of the trained "
-              f"seed-{results[0]['seed']} model: **{aud['unchunked_overflow_count']} "
-              f"overflowing steps** in {aud['gemms_overflowing']} of {aud['gemms']} GEMMs "
-              f"({aud['layers_overflowing']} layers); largest exact dot product "
-              f"{aud['max_abs_dot']} (2^{math.log2(max(1, aud['max_abs_dot'])):.2f}). The "
-              f"chunked GEMMs of the same batch: {aud['chunked_overflow_count']} overflows.", "",
-              "| layer | max chunk sum fwd / dgrad / wgrad (log2) | naive overflows fwd / dgrad"
-              " / wgrad | naive max dot (log2) |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "## INT32 accumulators",
+        "",
+        f"Over all {g['gemm_calls']} DFP GEMMs of training (all seeds): "
+        f"**{g['overflow_count']} overflows**; largest INT32 chunk sum seen "
+        f"{g['max_abs_chunk_sum']} "
+        f"(2^{math.log2(max(1, g['max_abs_chunk_sum'])):.2f}); largest proven bound "
+        f"`chunk x max|I_a| x max|I_b|` {g['max_bound']} <= 2^31 - 1 = {2**31 - 1}; "
+        f"smallest proven safe chunk length K_max {g['min_k_max']} (shortest chunk "
+        f"used {g['min_chunk']}: a reduction that short), at most "
+        f"{g['max_shift_bits']} head-room bits per GEMM (both operands together); "
+        f"{g['unsafe_calls']} GEMMs with an unproven plan.",
+        "",
+        f"Naive accumulation (one INT32 accumulator per output, no head-room) on the real "
+        f"DFP-16 operands of one batch of {aud['batch']} training images of the trained "
+        f"seed-{results[0]['seed']} model: **{aud['unchunked_overflow_count']} "
+        f"overflowing steps** in {aud['gemms_overflowing']} of {aud['gemms']} GEMMs "
+        f"({aud['layers_overflowing']} layers); largest exact dot product "
+        f"{aud['max_abs_dot']} (2^{math.log2(max(1, aud['max_abs_dot'])):.2f}). The "
+        f"chunked GEMMs of the same batch: {aud['chunked_overflow_count']} overflows.",
+        "",
+        "| layer | max chunk sum fwd / dgrad / wgrad (log2) | naive overflows fwd / dgrad"
+        " / wgrad | naive max dot (log2) |",
+        "|---|---|---|---|",
+    ]
     rep = results[0]["dfp16"]["gemm"]["layers"]
     for name, r in rep.items():
         a = aud["per_layer"][name]
         roles = ("forward", "grad_input", "grad_weight")
-        mx = " / ".join(f"{math.log2(max(1, r['max_abs_chunk_sum'][k])):.1f}"
-                        if r["calls"][k] else "-" for k in roles)
-        nv = " / ".join(str(a["unchunked_overflow_count"][k]) if r["calls"][k] else "-"
-                        for k in roles)
+        mx = " / ".join(
+            f"{math.log2(max(1, r['max_abs_chunk_sum'][k])):.1f}" if r["calls"][k] else "-"
+            for k in roles
+        )
+        nv = " / ".join(
+            str(a["unchunked_overflow_count"][k]) if r["calls"][k] else "-" for k in roles
+        )
         md = max(a["unchunked_max_abs_sum"].values())
         lines.append(f"| {name} | {mx} | {nv} | {math.log2(max(1, md)):.1f} |")
     speed = agg["dfp_over_fp32_time"]
     lines += ["", "## Claims", "", "| claim | paper | ours | held |", "|---|---|---|---|"]
     for c in cl:
-        lines.append(f"| {c['claim']} | {c['paper']} | {c['ours']} | "
-                     f"{'yes' if c['held'] else 'no'} |")
-    lines.append(f"| {PAPER_SPEEDUP}x end-to-end throughput vs FP32 | Knights Mill INT16 "
-                 f"hardware | not testable: emulated on a CPU, DFP-16 steps take {speed:.1f}x "
-                 "the FP32 time | n/a |")
+        lines.append(
+            f"| {c['claim']} | {c['paper']} | {c['ours']} | {'yes' if c['held'] else 'no'} |"
+        )
+    lines.append(
+        f"| {PAPER_SPEEDUP}x end-to-end throughput vs FP32 | Knights Mill INT16 "
+        f"hardware | not testable: emulated on a CPU, DFP-16 steps take {speed:.1f}x "
+        "the FP32 time | n/a |"
+    )
     held = [c["claim"] for c in cl if c["held"]]
     failed = [c["claim"] for c in cl if not c["held"]]
-    diffs = ", ".join(f"{100 * (r['dfp16']['test_acc'] - r['fp32']['test_acc']):+.2f}"
-                      for r in results)
+    diffs = ", ".join(
+        f"{100 * (r['dfp16']['test_acc'] - r['fp32']['test_acc']):+.2f}" for r in results
+    )
     fps = [100 * r["fp32"]["test_acc"] for r in results]
-    lines += ["", "**Verdict.** " + (
-        f"Held: {'; '.join(held)}." if held else "No claim held.") + (
-        f" Did not hold: {'; '.join(failed)}." if failed else "") +
-        f" The paired differences (same initial weights and data order: {diffs} pp) are "
+    lines += [
+        "",
+        "**Verdict.** "
+        + (f"Held: {'; '.join(held)}." if held else "No claim held.")
+        + (f" Did not hold: {'; '.join(failed)}." if failed else "")
+        + f" The paired differences (same initial weights and data order: {diffs} pp) are "
         f"much smaller than the seed-to-seed spread of FP32 itself ({max(fps) - min(fps):.2f} "
         "pp); the absolute accuracies are those of a short run of a narrow network on a "
         "subset (a CPU budget), not of converged training, and nothing here replicates the "
         "paper's ImageNet numbers.",
-        "", "![accuracy and INT32 sums](dfp16.png)", "",
+        "",
+        "![accuracy and INT32 sums](dfp16.png)",
+        "",
         f"Wall time {wall / 60:.1f} min ({platform.processor() or platform.machine()}, torch "
         f"threads {torch.get_num_threads()}{load_note}). Reproduce: "
         f"`python experiments/dfp16.py{' --quick' if quick else ''}` (tables and plot again "
-        "from the JSON: `--from-json docs/results/dfp16.json`).", ""]
+        "from the JSON: `--from-json docs/results/dfp16.json`).",
+        "",
+    ]
     (out / "dfp16.md").write_text("\n".join(lines))
 
 
@@ -341,18 +447,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--data-dir", default=None, help="folder with Fashion-MNIST's files")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--from-json", default=None,
-                   help="rewrite the .md and .png from a saved dfp16.json (no training)")
+    p.add_argument(
+        "--from-json",
+        default=None,
+        help="rewrite the .md and .png from a saved dfp16.json (no training)",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.from_json:
         raw = json.loads(Path(args.from_json).read_text())
         out = Path(args.out)
-        st = Settings(**{k: tuple(v) if isinstance(v, list) else v
-                         for k, v in raw["settings"].items()})
+        st = Settings(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in raw["settings"].items()}
+        )
         plot(raw["results"], raw["audit"], out / "dfp16.png")
-        write_report(out, st, raw["results"], raw["audit"], raw["aggregate"],
-                     raw["wall_seconds"], raw["quick"], raw.get("load_average"))
+        write_report(
+            out,
+            st,
+            raw["results"],
+            raw["audit"],
+            raw["aggregate"],
+            raw["wall_seconds"],
+            raw["quick"],
+            raw.get("load_average"),
+        )
         print(f"wrote {out / 'dfp16.md'} from {args.from_json}")
         return 0
     st = QUICK if args.quick else Settings()
@@ -368,7 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     dq = [100 * r["dfp16"]["test_acc"] for r in results]
     gemms = [r["dfp16"]["gemm"] for r in results]
     agg = {
-        "fp32_mean": statistics.fmean(fp), "dfp16_mean": statistics.fmean(dq),
+        "fp32_mean": statistics.fmean(fp),
+        "dfp16_mean": statistics.fmean(dq),
         "mean_diff_pp": statistics.fmean(d - f for d, f in zip(dq, fp, strict=True)),
         "overflow_count": sum(g["overflow_count"] for g in gemms),
         "gemm_calls": sum(g["gemm_calls"] for g in gemms),
@@ -378,8 +497,9 @@ def main(argv: list[str] | None = None) -> int:
         "min_k_max": min(g["min_k_max"] for g in gemms),
         "max_shift_bits": max(g["max_shift_bits"] for g in gemms),
         "unsafe_calls": sum(g["unsafe_calls"] for g in gemms),
-        "dfp_over_fp32_time": statistics.fmean(r["dfp16"]["train_seconds"] /
-                                               r["fp32"]["train_seconds"] for r in results),
+        "dfp_over_fp32_time": statistics.fmean(
+            r["dfp16"]["train_seconds"] / r["fp32"]["train_seconds"] for r in results
+        ),
     }
     wall = time.perf_counter() - t0
     loadavg = list(os.getloadavg())
@@ -387,10 +507,19 @@ def main(argv: list[str] | None = None) -> int:
     write_report(out, st, results, aud, agg, wall, args.quick, loadavg)
     for r in results:
         del r["model"]
-    raw = {"settings": asdict(st), "quick": args.quick, "results": results, "audit": aud,
-           "aggregate": agg, "claims": claims(agg, aud), "paper": PAPER,
-           "wall_seconds": wall, "load_average": loadavg, "python": sys.version.split()[0],
-           "torch": torch.__version__}
+    raw = {
+        "settings": asdict(st),
+        "quick": args.quick,
+        "results": results,
+        "audit": aud,
+        "aggregate": agg,
+        "claims": claims(agg, aud),
+        "paper": PAPER,
+        "wall_seconds": wall,
+        "load_average": loadavg,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+    }
     (out / "dfp16.json").write_text(json.dumps(raw, indent=1))
     print(f"wrote {out / 'dfp16.md'} ({wall / 60:.1f} min)")
     return 0

@@ -49,9 +49,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # [sim] numbers of shared/notes/papers.md §1 (a quick numpy simulation, mean |rel. error|,
 # no range limits): not the paper's, and not targets.
-NOTE_SIM = {"literal": {2: 0.117, 3: 0.067, 4: 0.065, 5: 0.062, 6: 0.062},
-            "carry": {2: 0.143, 3: 0.057, 4: 0.053, 5: 0.027, 6: 0.027},
-            "e5m2": 0.072, "e4m3": 0.036}
+NOTE_SIM = {
+    "literal": {2: 0.117, 3: 0.067, 4: 0.065, 5: 0.062, 6: 0.062},
+    "carry": {2: 0.143, 3: 0.057, 4: 0.053, 5: 0.027, 6: 0.027},
+    "e5m2": 0.072,
+    "e4m3": 0.036,
+}
 ATTENTION = ("fp32", "lmul3", "lmul4", "e4m3", "e5m2")
 E8M3 = "e8m3 (e4m3's mantissa, fp32 range)"
 NEAR = 1.1  # "≈": within 10% of the reference's mean relative error
@@ -82,8 +85,12 @@ def fp_mult(x: np.ndarray, y: np.ndarray, fmt: Any) -> np.ndarray:
 
 def rel_errors(approx: np.ndarray, exact: np.ndarray) -> dict[str, float]:
     r = np.abs(approx - exact) / np.abs(exact)
-    return {"mean": float(r.mean()), "median": float(np.median(r)), "max": float(r.max()),
-            "bias": float(np.mean((approx - exact) / np.abs(exact)))}
+    return {
+        "mean": float(r.mean()),
+        "median": float(np.median(r)),
+        "max": float(r.max()),
+        "bias": float(np.mean((approx - exact) / np.abs(exact))),
+    }
 
 
 def error_study(st: Settings) -> dict[str, Any]:
@@ -93,10 +100,16 @@ def error_study(st: Settings) -> dict[str, Any]:
     exact = x * y  # float64: the reference (its own rounding, 2^-53, is negligible)
     res: dict[str, Any] = {"lmul": {}, "fp8": {}}
     for m in range(2, 7):
-        res["lmul"][m] = {"carry": rel_errors(lmul(x, y, m), exact),
-                          "literal": rel_errors(lmul(x, y, m, literal=True), exact)}
-    for name, fmt in (("e4m3", "e4m3"), ("e5m2", "e5m2"), (E8M3, FloatFormat(8, 3)),
-                      ("e8m2 (e5m2's mantissa, fp32 range)", FloatFormat(8, 2))):
+        res["lmul"][m] = {
+            "carry": rel_errors(lmul(x, y, m), exact),
+            "literal": rel_errors(lmul(x, y, m, literal=True), exact),
+        }
+    for name, fmt in (
+        ("e4m3", "e4m3"),
+        ("e5m2", "e5m2"),
+        (E8M3, FloatFormat(8, 3)),
+        ("e8m2 (e5m2's mantissa, fp32 range)", FloatFormat(8, 2)),
+    ):
         res["fp8"][name] = rel_errors(fp_mult(x, y, fmt), exact)
     return res
 
@@ -112,7 +125,7 @@ def attention_study(st: Settings, progress: bool) -> dict[str, Any]:
 
     texts, labels = load_spam_assassin()
     rng = np.random.default_rng(st.seed)
-    idx = rng.permutation(len(texts))[:st.emails]
+    idx = rng.permutation(len(texts))[: st.emails]
     sub = [texts[i] for i in idx]
     y = labels[idx]
     tr, te = slice(0, st.train), slice(st.train, st.emails)
@@ -125,8 +138,9 @@ def attention_study(st: Settings, progress: bool) -> dict[str, Any]:
             quantize_(model, QuantConfig(attention_mult=name))
         t0 = time.process_time()
         with torch.no_grad():
-            e = model.encode(sub, batch_size=st.batch_size, max_length=st.max_length,
-                             progress=progress)
+            e = model.encode(
+                sub, batch_size=st.batch_size, max_length=st.max_length, progress=progress
+            )
         secs[name] = time.process_time() - t0
         emb[name] = e.numpy().astype(np.float64)
         print(f"  {name}: {secs[name]:.0f} s CPU", flush=True)
@@ -135,15 +149,22 @@ def attention_study(st: Settings, progress: bool) -> dict[str, Any]:
         return LogisticRegression(max_iter=5000).fit(X[tr], y[tr])
 
     head32 = fit(emb["fp32"])
-    out: dict[str, Any] = {"settings": {"emails": st.emails, "train": st.train,
-                                        "test": st.emails - st.train,
-                                        "spam_fraction": float(y.mean())}}
+    out: dict[str, Any] = {
+        "settings": {
+            "emails": st.emails,
+            "train": st.train,
+            "test": st.emails - st.train,
+            "spam_fraction": float(y.mean()),
+        }
+    }
     for name in ATTENTION:
         e = emb[name]
-        cos = np.sum(e * emb["fp32"], axis=1) / (np.linalg.norm(e, axis=1)
-                                                 * np.linalg.norm(emb["fp32"], axis=1))
+        cos = np.sum(e * emb["fp32"], axis=1) / (
+            np.linalg.norm(e, axis=1) * np.linalg.norm(emb["fp32"], axis=1)
+        )
         out[name] = {
-            "cos_mean": float(cos.mean()), "cos_min": float(cos.min()),
+            "cos_mean": float(cos.mean()),
+            "cos_min": float(cos.min()),
             "acc_fp32_head": float((head32.predict(e[te]) == y[te]).mean()),
             "acc_retrained": float((fit(e).predict(e[te]) == y[te]).mean()),
             "cpu_seconds": secs[name],
@@ -178,10 +199,12 @@ def plot(res: dict[str, Any], path: Path) -> None:
         ax = axes[0, 1]
         names = list(ATTENTION)
         xs = np.arange(len(names))
-        ax.bar(xs - 0.2, [100 * att[n]["acc_fp32_head"] for n in names], 0.4,
-               label="fp32-trained head")
-        ax.bar(xs + 0.2, [100 * att[n]["acc_retrained"] for n in names], 0.4,
-               label="retrained head")
+        ax.bar(
+            xs - 0.2, [100 * att[n]["acc_fp32_head"] for n in names], 0.4, label="fp32-trained head"
+        )
+        ax.bar(
+            xs + 0.2, [100 * att[n]["acc_retrained"] for n in names], 0.4, label="retrained head"
+        )
         lo = min(100 * min(att[n]["acc_fp32_head"], att[n]["acc_retrained"]) for n in names)
         ax.set_ylim(max(0, lo - 3), 100)
         ax.set_xticks(xs, [f"{n}\ncos {att[n]['cos_mean']:.4f}" for n in names], fontsize=8)
@@ -201,84 +224,127 @@ def claims(res: dict[str, Any]) -> list[dict[str, Any]]:
     l3 = err["lmul"][3]["carry"]["mean"]
     e83 = err["fp8"][E8M3]["mean"]
     out = [
-        {"claim": "4-bit L-Mul ≈ fp8 e4m3 multiplication (mean relative error; ours: within "
-                  f"{NEAR:.1f}x)",
-         "ours": f"L-Mul4 {l4:.4f} vs e4m3 {e4:.4f} ({l4 / e4:.2f}x; {l4 / e83:.2f}x e4m3's "
-                 f"mantissa without range limits, {e83:.4f})",
-         "held": bool(l4 <= NEAR * e4)},
-        {"claim": "3-bit L-Mul beats fp8 e5m2 multiplication (mean relative error)",
-         "ours": f"L-Mul3 {l3:.4f} vs e5m2 {e5:.4f}", "held": bool(l3 < e5)},
+        {
+            "claim": "4-bit L-Mul ≈ fp8 e4m3 multiplication (mean relative error; ours: within "
+            f"{NEAR:.1f}x)",
+            "ours": f"L-Mul4 {l4:.4f} vs e4m3 {e4:.4f} ({l4 / e4:.2f}x; {l4 / e83:.2f}x e4m3's "
+            f"mantissa without range limits, {e83:.4f})",
+            "held": bool(l4 <= NEAR * e4),
+        },
+        {
+            "claim": "3-bit L-Mul beats fp8 e5m2 multiplication (mean relative error)",
+            "ours": f"L-Mul3 {l3:.4f} vs e5m2 {e5:.4f}",
+            "held": bool(l3 < e5),
+        },
     ]
     if "attention" in res:
         att = res["attention"]
-        out.append({"claim": "attention-only L-Mul is almost lossless (ours: spam accuracy "
-                             "within 0.5 pp of fp32 with the fp32-trained head)",
-                    "ours": ", ".join(f"{n} {100 * att[n]['acc_fp32_head']:.1f}%"
-                                      for n in ("fp32", "lmul3", "lmul4")),
-                    "held": bool(min(att["lmul3"]["acc_fp32_head"],
-                                     att["lmul4"]["acc_fp32_head"])
-                                 >= att["fp32"]["acc_fp32_head"] - 0.005)})
-        out.append({"claim": "in attention, L-Mul4 ≈ e4m3 and L-Mul3 ≥ e5m2 (cosine to fp32)",
-                    "ours": ", ".join(f"{n} {att[n]['cos_mean']:.5f}"
-                                      for n in ("lmul4", "e4m3", "lmul3", "e5m2")),
-                    "held": bool(att["lmul3"]["cos_mean"] >= att["e5m2"]["cos_mean"]
-                                 and abs(att["lmul4"]["cos_mean"] - att["e4m3"]["cos_mean"])
-                                 <= 0.5 * (1 - min(att["lmul4"]["cos_mean"],
-                                                   att["e4m3"]["cos_mean"])))})
+        out.append(
+            {
+                "claim": "attention-only L-Mul is almost lossless (ours: spam accuracy "
+                "within 0.5 pp of fp32 with the fp32-trained head)",
+                "ours": ", ".join(
+                    f"{n} {100 * att[n]['acc_fp32_head']:.1f}%" for n in ("fp32", "lmul3", "lmul4")
+                ),
+                "held": bool(
+                    min(att["lmul3"]["acc_fp32_head"], att["lmul4"]["acc_fp32_head"])
+                    >= att["fp32"]["acc_fp32_head"] - 0.005
+                ),
+            }
+        )
+        out.append(
+            {
+                "claim": "in attention, L-Mul4 ≈ e4m3 and L-Mul3 ≥ e5m2 (cosine to fp32)",
+                "ours": ", ".join(
+                    f"{n} {att[n]['cos_mean']:.5f}" for n in ("lmul4", "e4m3", "lmul3", "e5m2")
+                ),
+                "held": bool(
+                    att["lmul3"]["cos_mean"] >= att["e5m2"]["cos_mean"]
+                    and abs(att["lmul4"]["cos_mean"] - att["e4m3"]["cos_mean"])
+                    <= 0.5 * (1 - min(att["lmul4"]["cos_mean"], att["e4m3"]["cos_mean"]))
+                ),
+            }
+        )
     return out
 
 
 def write_report(res: dict[str, Any], st: Settings, out: Path) -> Path:
     err = res["error"]
     L = ["# L-Mul: multiplication by integer addition (Luo & Sun 2024, arXiv 2410.00907)", ""]
-    L += [f"Run: `python experiments/lmul.py{' --quick' if res['quick'] else ''}` on "
-          f"{res['machine']} ({res['seconds'] / 60:.1f} min wall, "
-          f"{res['cpu_seconds'] / 60:.1f} min CPU, one thread). "
-          "Method and semantics: `lowbit.arith.approx` (carry form: the integer addition of "
-          "the bit fields, so a mantissa carry moves into the exponent; literal form: the "
-          "paper's formula (1 + xm + ym + 2^-l)·2^(xe+ye)).", ""]
-    L += ["## (i) Elementwise relative error on N(0,1) pairs", "",
-          f"{st.pairs:,} iid pairs; error against the exact product of the unrounded inputs. "
-          "L-Mul operands are rounded RNE to e8mM first; fp8 multiplication rounds the "
-          "operands, multiplies exactly and rounds the product (RNE), with the formats' "
-          "real ranges (a product of tiny operands underflows, hence max = 1) and with "
-          "float32's range (e8m3/e8m2).", "",
-          "| multiplier | mean | median | max | mean signed | note's [sim] mean |",
-          "|---|---|---|---|---|---|"]
+    L += [
+        f"Run: `python experiments/lmul.py{' --quick' if res['quick'] else ''}` on "
+        f"{res['machine']} ({res['seconds'] / 60:.1f} min wall, "
+        f"{res['cpu_seconds'] / 60:.1f} min CPU, one thread). "
+        "Method and semantics: `lowbit.arith.approx` (carry form: the integer addition of "
+        "the bit fields, so a mantissa carry moves into the exponent; literal form: the "
+        "paper's formula (1 + xm + ym + 2^-l)·2^(xe+ye)).",
+        "",
+    ]
+    L += [
+        "## (i) Elementwise relative error on N(0,1) pairs",
+        "",
+        f"{st.pairs:,} iid pairs; error against the exact product of the unrounded inputs. "
+        "L-Mul operands are rounded RNE to e8mM first; fp8 multiplication rounds the "
+        "operands, multiplies exactly and rounds the product (RNE), with the formats' "
+        "real ranges (a product of tiny operands underflows, hence max = 1) and with "
+        "float32's range (e8m3/e8m2).",
+        "",
+        "| multiplier | mean | median | max | mean signed | note's [sim] mean |",
+        "|---|---|---|---|---|---|",
+    ]
     for m in sorted(err["lmul"]):
         for form in ("carry", "literal"):
             r = err["lmul"][m][form]
-            L.append(f"| L-Mul m={m} ({form}) | {r['mean']:.4f} | {r['median']:.4f} | "
-                     f"{r['max']:.4f} | {r['bias']:+.4f} | {NOTE_SIM[form].get(int(m), '')} |")
+            L.append(
+                f"| L-Mul m={m} ({form}) | {r['mean']:.4f} | {r['median']:.4f} | "
+                f"{r['max']:.4f} | {r['bias']:+.4f} | {NOTE_SIM[form].get(int(m), '')} |"
+            )
     for name, r in err["fp8"].items():
         sim = NOTE_SIM.get(name, "")
-        L.append(f"| {name} | {r['mean']:.4f} | {r['median']:.4f} | {r['max']:.4f} | "
-                 f"{r['bias']:+.4f} | {sim} |")
-    L += ["", "The paper's own error numbers are a plot (error vs mantissa bits) whose exact "
-          "values are not in our notes; the note's [sim] column is a quick simulation, not "
-          "the paper.", ""]
+        L.append(
+            f"| {name} | {r['mean']:.4f} | {r['median']:.4f} | {r['max']:.4f} | "
+            f"{r['bias']:+.4f} | {sim} |"
+        )
+    L += [
+        "",
+        "The paper's own error numbers are a plot (error vs mantissa bits) whose exact "
+        "values are not in our notes; the note's [sim] column is a quick simulation, not "
+        "the paper.",
+        "",
+    ]
     if "attention" in res:
         att = res["attention"]
         s = att["settings"]
-        L += ["## (ii) MiniLM-L6 attention swap, SpamAssassin", "",
-              f"all-MiniLM-L6-v2, mean-pooled L2-normalised embeddings of {s['emails']} "
-              f"e-mail bodies (random subset, seed {st.seed}; {100 * s['spam_fraction']:.1f}% "
-              f"spam), truncated to {st.max_length} tokens; logistic regression "
-              f"(sklearn defaults, max_iter 5000) on {s['train']} train / {s['test']} test. "
-              "Only the two attention matmuls of each layer change (`QuantConfig("
-              "attention_mult=...)`); Linear layers, softmax, LayerNorm stay float32.", "",
-              "| attention matmuls | mean cos to fp32 | min cos | acc, fp32 head | "
-              "acc, retrained head | CPU s |", "|---|---|---|---|---|---|"]
+        L += [
+            "## (ii) MiniLM-L6 attention swap, SpamAssassin",
+            "",
+            f"all-MiniLM-L6-v2, mean-pooled L2-normalised embeddings of {s['emails']} "
+            f"e-mail bodies (random subset, seed {st.seed}; {100 * s['spam_fraction']:.1f}% "
+            f"spam), truncated to {st.max_length} tokens; logistic regression "
+            f"(sklearn defaults, max_iter 5000) on {s['train']} train / {s['test']} test. "
+            "Only the two attention matmuls of each layer change (`QuantConfig("
+            "attention_mult=...)`); Linear layers, softmax, LayerNorm stay float32.",
+            "",
+            "| attention matmuls | mean cos to fp32 | min cos | acc, fp32 head | "
+            "acc, retrained head | CPU s |",
+            "|---|---|---|---|---|---|",
+        ]
         for n in ATTENTION:
             a = att[n]
-            L.append(f"| {n} | {a['cos_mean']:.5f} | {a['cos_min']:.4f} | "
-                     f"{100 * a['acc_fp32_head']:.1f}% | {100 * a['acc_retrained']:.1f}% | "
-                     f"{a['cpu_seconds']:.0f} |")
-        L += ["", "Paper (Tables 2/3, Mistral-7B / Llama-3.1-8B on MMLU, BBH, GSM8k ...): "
-              "attention-only L-Mul is \"almost lossless\" [mem: per-task scores not "
-              "re-verified, not quoted]; the fp32 spam baseline of ≈94.6% is the lead's "
-              f"measurement on another split, not the paper's (ours: "
-              f"{100 * att['fp32']['acc_fp32_head']:.1f}%).", ""]
+            L.append(
+                f"| {n} | {a['cos_mean']:.5f} | {a['cos_min']:.4f} | "
+                f"{100 * a['acc_fp32_head']:.1f}% | {100 * a['acc_retrained']:.1f}% | "
+                f"{a['cpu_seconds']:.0f} |"
+            )
+        L += [
+            "",
+            "Paper (Tables 2/3, Mistral-7B / Llama-3.1-8B on MMLU, BBH, GSM8k ...): "
+            'attention-only L-Mul is "almost lossless" [mem: per-task scores not '
+            "re-verified, not quoted]; the fp32 spam baseline of ≈94.6% is the lead's "
+            f"measurement on another split, not the paper's (ours: "
+            f"{100 * att['fp32']['acc_fp32_head']:.1f}%).",
+            "",
+        ]
     L += ["## Claims", "", "| claim | ours | held |", "|---|---|---|"]
     for c in res["claims"]:
         L.append(f"| {c['claim']} | {c['ours']} | {'yes' if c['held'] else 'no'} |")
@@ -294,22 +360,26 @@ def verdict(res: dict[str, Any]) -> str:
     l3, l4 = err["lmul"][3]["carry"]["mean"], err["lmul"][4]["carry"]["mean"]
     l4lit = err["lmul"][4]["literal"]["mean"]
     first = min((m for m in err["lmul"] if err["lmul"][m]["carry"]["mean"] < e4), default=None)
-    s = (f"Honest summary: 3-bit L-Mul (carry form) {'beats' if l3 < e5 else 'does not beat'} "
-         f"e5m2 multiplication ({l3:.4f} vs {e5:.4f} mean relative error); 4-bit L-Mul "
-         f"is {'about equal to' if l4 <= NEAR * e4 else 'worse than'} e4m3 "
-         f"({l4:.4f} vs {e4:.4f}, {l4 / e4:.2f}x; literal form {l4lit:.4f}), so \"≈ e4m3\" "
-         f"holds {'' if l4 <= NEAR * e4 else 'only roughly'} — with l(4) = 3 the offset 2^-3 "
-         f"is too large for 4 mantissa bits, and m = 4 gains little over m = 3 (the first "
-         f"width that beats e4m3 is m = {first}).")
+    s = (
+        f"Honest summary: 3-bit L-Mul (carry form) {'beats' if l3 < e5 else 'does not beat'} "
+        f"e5m2 multiplication ({l3:.4f} vs {e5:.4f} mean relative error); 4-bit L-Mul "
+        f"is {'about equal to' if l4 <= NEAR * e4 else 'worse than'} e4m3 "
+        f'({l4:.4f} vs {e4:.4f}, {l4 / e4:.2f}x; literal form {l4lit:.4f}), so "≈ e4m3" '
+        f"holds {'' if l4 <= NEAR * e4 else 'only roughly'} — with l(4) = 3 the offset 2^-3 "
+        f"is too large for 4 mantissa bits, and m = 4 gains little over m = 3 (the first "
+        f"width that beats e4m3 is m = {first})."
+    )
     if "attention" in res:
         att = res["attention"]
-        s += (f" In MiniLM's attention the swap is nearly lossless: cosine to fp32 "
-              f"{att['lmul3']['cos_mean']:.4f} (lmul3), {att['lmul4']['cos_mean']:.4f} "
-              f"(lmul4), {att['e4m3']['cos_mean']:.4f} (e4m3), "
-              f"{att['e5m2']['cos_mean']:.4f} (e5m2); spam accuracy with the fp32 head "
-              f"{100 * att['fp32']['acc_fp32_head']:.1f}% (fp32) vs "
-              f"{100 * att['lmul3']['acc_fp32_head']:.1f}% / "
-              f"{100 * att['lmul4']['acc_fp32_head']:.1f}% (lmul3 / lmul4).")
+        s += (
+            f" In MiniLM's attention the swap is nearly lossless: cosine to fp32 "
+            f"{att['lmul3']['cos_mean']:.4f} (lmul3), {att['lmul4']['cos_mean']:.4f} "
+            f"(lmul4), {att['e4m3']['cos_mean']:.4f} (e4m3), "
+            f"{att['e5m2']['cos_mean']:.4f} (e5m2); spam accuracy with the fp32 head "
+            f"{100 * att['fp32']['acc_fp32_head']:.1f}% (fp32) vs "
+            f"{100 * att['lmul3']['acc_fp32_head']:.1f}% / "
+            f"{100 * att['lmul4']['acc_fp32_head']:.1f}% (lmul3 / lmul4)."
+        )
     return s
 
 
@@ -330,9 +400,12 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     c0 = time.process_time()
-    res: dict[str, Any] = {"settings": asdict(st), "quick": bool(args.quick),
-                           "machine": f"{platform.processor() or platform.machine()}, "
-                                      f"{platform.system()}, Python {platform.python_version()}"}
+    res: dict[str, Any] = {
+        "settings": asdict(st),
+        "quick": bool(args.quick),
+        "machine": f"{platform.processor() or platform.machine()}, "
+        f"{platform.system()}, Python {platform.python_version()}",
+    }
     print("(i) elementwise error", flush=True)
     res["error"] = error_study(st)
     if not args.no_minilm:

@@ -113,74 +113,108 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    ap.add_argument("--out", default=None, help="output folder (default docs/results; "
-                    "--quick: a temporary folder)")
-    ap.add_argument("--quick", action="store_true",
-                    help="smoke test: digits, 2 epochs, results to a temporary folder")
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default docs/results; --quick: a temporary folder)",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: digits, 2 epochs, results to a temporary folder",
+    )
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     if args.quick:
         args.data, args.epochs = "digits", 2
-    out = Path(args.out or (Path(tempfile.gettempdir()) / "lowbit-quick" if args.quick
-                            else "docs/results"))
+    out = Path(
+        args.out or (Path(tempfile.gettempdir()) / "lowbit-quick" if args.quick else "docs/results")
+    )
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
 
     splits = load_dataset(args.data, args.data_dir, subset=args.subset, seed=args.seed)
     torch.manual_seed(args.seed)
-    model = build_model(args.model, in_channels=splits.in_channels,
-                        num_classes=splits.num_classes, image_size=splits.image_size)
+    model = build_model(
+        args.model,
+        in_channels=splits.in_channels,
+        num_classes=splits.num_classes,
+        image_size=splits.image_size,
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
     train_loader = make_loader(splits.train, args.batch_size, shuffle=True, seed=args.seed)
     # cosine decay of the learning rate to 0 over all steps
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs * len(train_loader))
     test_loader = make_loader(splits.test, 1000, shuffle=False)
-    hist = fit(model, train_loader, test_loader, optimizer=opt, epochs=args.epochs,
-               progress=not args.no_progress, label=f"{args.model} fp32",
-               scheduler=sched)
+    hist = fit(
+        model,
+        train_loader,
+        test_loader,
+        optimizer=opt,
+        epochs=args.epochs,
+        progress=not args.no_progress,
+        label=f"{args.model} fp32",
+        scheduler=sched,
+    )
     train_s = sum(hist.seconds)
 
     rows: list[dict[str, Any]] = []
     for label, fmt, paper_f, paper_m in FORMATS:
         rounded, rel = round_parameters(model, fmt)
         acc = 100 * evaluate(rounded, test_loader).accuracy
-        rows.append({"label": label, "fmt": fmt, "acc": acc, "rel": rel,
-                     "paper_fmnist": paper_f, "paper_mnist": paper_m})
+        rows.append(
+            {
+                "label": label,
+                "fmt": fmt,
+                "acc": acc,
+                "rel": rel,
+                "paper_fmnist": paper_f,
+                "paper_mnist": paper_m,
+            }
+        )
     base = rows[0]["acc"]
     paper_base = rows[0]["paper_fmnist"]
     table = []
     for r in rows:
         pf = r["paper_fmnist"]
-        table.append({
-            "weights (RNE)": r["label"],
-            "lowbit format": f"`{r['fmt']}`",
-            "test acc % (ours)": f"{r['acc']:.2f}",
-            "Δ vs fp32 (pp)": f"{r['acc'] - base:+.2f}",
-            "rel. weight error": f"{r['rel']:.2e}",
-            "pychop paper F-MNIST %": "—" if pf is None else f"{pf:.2f}",
-            "paper Δ (pp)": "—" if pf is None else f"{pf - paper_base:+.2f}",
-            "pychop paper MNIST %": "—" if r["paper_mnist"] is None else f"{r['paper_mnist']:.2f}",
-        })
+        table.append(
+            {
+                "weights (RNE)": r["label"],
+                "lowbit format": f"`{r['fmt']}`",
+                "test acc % (ours)": f"{r['acc']:.2f}",
+                "Δ vs fp32 (pp)": f"{r['acc'] - base:+.2f}",
+                "rel. weight error": f"{r['rel']:.2e}",
+                "pychop paper F-MNIST %": "—" if pf is None else f"{pf:.2f}",
+                "paper Δ (pp)": "—" if pf is None else f"{pf - paper_base:+.2f}",
+                "pychop paper MNIST %": "—"
+                if r["paper_mnist"] is None
+                else f"{r['paper_mnist']:.2f}",
+            }
+        )
     md_table = markdown_table(table)
     print(md_table)
 
     cmd = "python experiments/pychop_weight_rounding.py" + (
-        " " + " ".join(sys.argv[1:]) if argv is None and sys.argv[1:] else "")
+        " " + " ".join(sys.argv[1:]) if argv is None and sys.argv[1:] else ""
+    )
     acc_by = {r["fmt"]: r["acc"] for r in rows}
-    shape_ok = (acc_by["e5m2"] <= min(acc_by["bf16"], acc_by["e4m3-ieee"], acc_by["fp32"]))
+    shape_ok = acc_by["e5m2"] <= min(acc_by["bf16"], acc_by["e4m3-ieee"], acc_by["fp32"])
     n_test = len(splits.test)
     near = max(abs(acc_by["bf16"] - base), abs(acc_by["e4m3-ieee"] - base))
-    shape_text = (f"Shape: e5m2 (2 mantissa bits) {'is' if shape_ok else 'is NOT'} the lowest "
-                  f"of fp32 / e4m3-ieee / e5m2 / bf16 here; bf16 and e4m3-ieee stay within "
-                  f"{near:.2f} pp of fp32 (one test image = {100 / n_test:.2f} pp).")
+    shape_text = (
+        f"Shape: e5m2 (2 mantissa bits) {'is' if shape_ok else 'is NOT'} the lowest "
+        f"of fp32 / e4m3-ieee / e5m2 / bf16 here; bf16 and e4m3-ieee stay within "
+        f"{near:.2f} pp of fp32 (one test image = {100 / n_test:.2f} pp)."
+    )
     total_s = time.perf_counter() - t_start
-    title = (f"Weight-only RNE rounding of a trained {args.model} on {splits.name}")
+    title = f"Weight-only RNE rounding of a trained {args.model} on {splits.name}"
     plot_path = out / "pychop_weight_rounding.png"
     plot_bars(rows, plot_path, title)
     n_params = sum(p.numel() for p in model.parameters())
-    machine = (f"{_cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-               f"lowbit {lb.__version__}")
+    machine = (
+        f"{_cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, lowbit {lb.__version__}"
+    )
     text = f"""# {title}
 
 Pychop's weight-only post-training rounding experiment, reproduced with lowbit: a model is
@@ -207,7 +241,7 @@ our model is a {n_params}-parameter ResNet-style CNN trained for {args.epochs} e
 | training | fp32, AdamW lr {args.lr} (cosine decay to 0 over the steps), batch {args.batch_size} |
 | epochs | {args.epochs} |
 | seed | {args.seed} (initialisation, shuffling) |
-| fp32 test accuracy per epoch | {', '.join(f'{100 * a:.2f}' for a in hist.test_acc)} |
+| fp32 test accuracy per epoch | {", ".join(f"{100 * a:.2f}" for a in hist.test_acc)} |
 | training time | {train_s:.0f} s ({args.threads} torch thread(s)); whole run {total_s:.0f} s |
 | machine | {machine} |
 

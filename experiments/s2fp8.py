@@ -82,28 +82,43 @@ def config(name: str) -> lnn.QuantConfig | None:
     return s2fp8_training() if name == "s2fp8" else fp8_training_no_scaling()
 
 
-def train_one(name: str, init: nn.Module, data: tuple[Any, Any], st: Settings, seed: int,
-              progress: bool) -> dict[str, Any]:
+def train_one(
+    name: str, init: nn.Module, data: tuple[Any, Any], st: Settings, seed: int, progress: bool
+) -> dict[str, Any]:
     """Train a copy of ``init`` under config ``name``; its history and final accuracy."""
     model = copy.deepcopy(init)
     cfg = config(name)
     if cfg is not None:
         lnn.quantize_(model, cfg)
     train_loader, test_loader = data
-    opt = torch.optim.SGD(model.parameters(), lr=st.lr, momentum=st.momentum,
-                          weight_decay=st.weight_decay)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=st.lr, momentum=st.momentum, weight_decay=st.weight_decay
+    )
     steps = st.epochs * len(train_loader)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     torch.manual_seed(seed)
-    hist = fit(model, train_loader, test_loader, optimizer=opt, epochs=st.epochs,
-               progress=progress, label=f"{name} seed {seed}", scheduler=sched)
-    return {"test_acc": list(hist.test_acc), "train_loss": list(hist.train_loss),
-            "final": hist.final_test_acc, "seconds": float(sum(hist.seconds)),
-            "eval_seconds": float(sum(hist.eval_seconds))}
+    hist = fit(
+        model,
+        train_loader,
+        test_loader,
+        optimizer=opt,
+        epochs=st.epochs,
+        progress=progress,
+        label=f"{name} seed {seed}",
+        scheduler=sched,
+    )
+    return {
+        "test_acc": list(hist.test_acc),
+        "train_loss": list(hist.train_loss),
+        "final": hist.final_test_acc,
+        "seconds": float(sum(hist.seconds)),
+        "eval_seconds": float(sum(hist.eval_seconds)),
+    }
 
 
-def gradient_underflow(init: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]
-                       ) -> list[dict[str, Any]]:
+def gradient_underflow(
+    init: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]
+) -> list[dict[str, Any]]:
     """Per Conv/Linear layer: the output gradient's log2 range and the fraction of its
     non-zero entries that plain e5m2 and S2FP8 round to zero (fp32 model, first batch)."""
     model = copy.deepcopy(init)
@@ -111,8 +126,10 @@ def gradient_underflow(init: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]
     handles = []
     for name, m in model.named_modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
+
             def hook(mod: nn.Module, inp: Any, out: torch.Tensor, name: str = name) -> None:
                 out.register_hook(lambda g: grads.__setitem__(name, g.detach().clone()))
+
             handles.append(m.register_forward_hook(hook))
     x, t = batch
     F.cross_entropy(model(x), t).backward()
@@ -125,17 +142,28 @@ def gradient_underflow(init: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]
         lg = torch.log2(g[nz].abs())
         plain = lb.round(g, "e5m2", "rne")
         s2 = s2fp8_round(g)
-        rows.append({"layer": name, "n": n, "log2_min": float(lg.min()),
-                     "log2_median": float(lg.median()), "log2_max": float(lg.max()),
-                     "lost_fp8": float(((plain == 0) & nz).sum()) / max(n, 1),
-                     "lost_s2fp8": float(((s2 == 0) & nz).sum()) / max(n, 1)})
+        rows.append(
+            {
+                "layer": name,
+                "n": n,
+                "log2_min": float(lg.min()),
+                "log2_median": float(lg.median()),
+                "log2_max": float(lg.max()),
+                "lost_fp8": float(((plain == 0) & nz).sum()) / max(n, 1),
+                "lost_s2fp8": float(((s2 == 0) & nz).sum()) / max(n, 1),
+            }
+        )
     return rows
 
 
 def summary(values: list[float]) -> dict[str, float]:
     v = [100 * x for x in values]
-    return {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0,
-            "min": min(v), "max": max(v)}
+    return {
+        "mean": statistics.fmean(v),
+        "std": statistics.stdev(v) if len(v) > 1 else 0.0,
+        "min": min(v),
+        "max": max(v),
+    }
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -160,10 +188,10 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax1.grid(alpha=0.3)
     rows = results["underflow"]
     idx = np.arange(len(rows))
-    ax2.bar(idx - 0.2, [100 * r["lost_fp8"] for r in rows], 0.4, color="tab:red",
-            label="plain e5m2")
-    ax2.bar(idx + 0.2, [100 * r["lost_s2fp8"] for r in rows], 0.4, color="tab:green",
-            label="S2FP8")
+    ax2.bar(
+        idx - 0.2, [100 * r["lost_fp8"] for r in rows], 0.4, color="tab:red", label="plain e5m2"
+    )
+    ax2.bar(idx + 0.2, [100 * r["lost_s2fp8"] for r in rows], 0.4, color="tab:green", label="S2FP8")
     ax2.set_xticks(idx, [r["layer"] for r in rows], rotation=60, ha="right", fontsize=7)
     ax2.set_ylabel("non-zero output gradients rounded to 0 (%)")
     ax2.set_title("gradient underflow, first batch at init")
@@ -205,8 +233,7 @@ def write_report(results: dict[str, Any], st: Settings, out: Path, png: Path) ->
         per = ", ".join(f"{100 * r[name]['final']:.2f}" for r in results["seeds"])
         p = paper[name]
         quoted = f"~{p:.1f}" if p is not None else "—"
-        lines.append(f"| {LABELS[name]} | {s['mean']:.2f} ± {s['std']:.2f} | {per} | "
-                     f"{quoted} |")
+        lines.append(f"| {LABELS[name]} | {s['mean']:.2f} ± {s['std']:.2f} | {per} | {quoted} |")
     lines += [
         "",
         f"![accuracy and gradient underflow]({png.name})",
@@ -218,15 +245,25 @@ def write_report(results: dict[str, Any], st: Settings, out: Path, png: Path) ->
         "|---|---|---|---|",
     ]
     for r in results["underflow"]:
-        lines.append(f"| {r['layer']} | {r['log2_min']:.1f} / {r['log2_median']:.1f} / "
-                     f"{r['log2_max']:.1f} | {100 * r['lost_fp8']:.1f}% | "
-                     f"{100 * r['lost_s2fp8']:.1f}% |")
-    cpu = (f"CPU time {results['cpu_seconds'] / 60:.1f} min" if "cpu_seconds" in results
-           else "CPU time not recorded")
-    lines += ["", f"**Claims.** {results['claims']}", "",
-              f"Wall time {results['seconds'] / 60:.1f} min ({cpu}) on {results['machine']}, "
-              "torch with 1 thread. Paper numbers are recalled values (shared/notes/papers.md "
-              "§7, [mem]), quoted beside ours for orientation, not as targets.", ""]
+        lines.append(
+            f"| {r['layer']} | {r['log2_min']:.1f} / {r['log2_median']:.1f} / "
+            f"{r['log2_max']:.1f} | {100 * r['lost_fp8']:.1f}% | "
+            f"{100 * r['lost_s2fp8']:.1f}% |"
+        )
+    cpu = (
+        f"CPU time {results['cpu_seconds'] / 60:.1f} min"
+        if "cpu_seconds" in results
+        else "CPU time not recorded"
+    )
+    lines += [
+        "",
+        f"**Claims.** {results['claims']}",
+        "",
+        f"Wall time {results['seconds'] / 60:.1f} min ({cpu}) on {results['machine']}, "
+        "torch with 1 thread. Paper numbers are recalled values (shared/notes/papers.md "
+        "§7, [mem]), quoted beside ours for orientation, not as targets.",
+        "",
+    ]
     md = out / "s2fp8.md"
     md.write_text("\n".join(lines))
     return md
@@ -237,21 +274,29 @@ def claims(agg: dict[str, Any], seeds: list[dict[str, Any]]) -> str:
     fp8_gap = agg["fp32"]["mean"] - agg["fp8"]["mean"]
     near = gap <= 0.5 + agg["fp32"]["std"] + agg["s2fp8"]["std"]
     where = f"{gap:.2f} points below" if gap >= 0 else f"{-gap:.2f} points above"
-    s = (f"S2FP8 ended {where} FP32 (paper: ~0.4 below on CIFAR-10 ResNet-20): the 'within "
-         f"about half a point of FP32' claim {'held' if near else 'did not hold'} here. ")
+    s = (
+        f"S2FP8 ended {where} FP32 (paper: ~0.4 below on CIFAR-10 ResNet-20): the 'within "
+        f"about half a point of FP32' claim {'held' if near else 'did not hold'} here. "
+    )
     if fp8_gap > 5:
-        s += (f"Plain e5m2 without loss scaling lost {fp8_gap:.1f} points "
-              f"({agg['fp8']['mean']:.1f}%): the paper's 'plain FP8 loses badly' held in kind, "
-              "though it did not collapse to near chance for the whole run as on CIFAR-10 "
-              "ResNet-20 (~18%)")
+        s += (
+            f"Plain e5m2 without loss scaling lost {fp8_gap:.1f} points "
+            f"({agg['fp8']['mean']:.1f}%): the paper's 'plain FP8 loses badly' held in kind, "
+            "though it did not collapse to near chance for the whole run as on CIFAR-10 "
+            "ResNet-20 (~18%)"
+        )
         half = max(1, len(seeds[0]["fp8"]["test_acc"]) // 2)
         early = statistics.fmean(100 * s["fp8"]["test_acc"][half - 1] for s in seeds)
         early32 = statistics.fmean(100 * s["fp32"]["test_acc"][half - 1] for s in seeds)
-        s += (f"; after {half} epoch(s) it stood at {early:.1f}% (FP32 {early32:.1f}%) and "
-              "caught up partly while the learning rate decayed.")
+        s += (
+            f"; after {half} epoch(s) it stood at {early:.1f}% (FP32 {early32:.1f}%) and "
+            "caught up partly while the learning rate decayed."
+        )
     else:
-        s += (f"Plain e5m2 without loss scaling lost only {fp8_gap:.2f} points: the paper's "
-              "'plain FP8 fails' (~18% on CIFAR-10 ResNet-20) did not reproduce at this scale.")
+        s += (
+            f"Plain e5m2 without loss scaling lost only {fp8_gap:.2f} points: the paper's "
+            "'plain FP8 fails' (~18% on CIFAR-10 ResNet-20) did not reproduce at this scale."
+        )
     return s
 
 
@@ -263,8 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--data-dir", default=None, help="folder with Fashion-MNIST's files")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--report-only", action="store_true",
-                   help="rewrite the .md and .png from the .json of an earlier run")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite the .md and .png from the .json of an earlier run",
+    )
     args = p.parse_args(argv)
     st = QUICK if args.quick else Settings()
     if args.seeds:
@@ -275,8 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.report_only:
         results = json.loads((out / "s2fp8.json").read_text())
-        st = Settings(**{k: tuple(v) if isinstance(v, list) else v
-                         for k, v in results["settings"].items()})
+        st = Settings(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in results["settings"].items()}
+        )
         results["claims"] = claims(results["aggregate"], results["seeds"])
         plot(results, out / "s2fp8.png")
         print(write_report(results, st, out, out / "s2fp8.png").read_text())
@@ -296,13 +345,22 @@ def main(argv: list[str] | None = None) -> int:
         for name in CONFIGS:
             res[name] = train_one(name, init, data, st, seed, progress)
         seeds.append(res)
-        print(f"seed {seed}: " + ", ".join(f"{n} {100 * res[n]['final']:.2f}" for n in CONFIGS)
-              + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+        print(
+            f"seed {seed}: "
+            + ", ".join(f"{n} {100 * res[n]['final']:.2f}" for n in CONFIGS)
+            + f" ({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
     agg = {n: summary([s[n]["final"] for s in seeds]) for n in CONFIGS}
     seconds = time.perf_counter() - t0
     results: dict[str, Any] = {
-        "seeds": seeds, "aggregate": agg, "underflow": underflow, "settings": asdict(st),
-        "seconds": seconds, "cpu_seconds": time.process_time() - c0, "paper": PAPER_RESULTS,
+        "seeds": seeds,
+        "aggregate": agg,
+        "underflow": underflow,
+        "settings": asdict(st),
+        "seconds": seconds,
+        "cpu_seconds": time.process_time() - c0,
+        "paper": PAPER_RESULTS,
         "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}",
     }
     results["claims"] = claims(agg, seeds)

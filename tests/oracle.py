@@ -49,8 +49,9 @@ NAN = float("nan")
 # Decoders written from the bit layout
 
 
-def decode_float_code(code: int, exp_bits: int, man_bits: int, bias: int, special: str,
-                      signed: bool = True) -> Fraction | str:
+def decode_float_code(
+    code: int, exp_bits: int, man_bits: int, bias: int, special: str, signed: bool = True
+) -> Fraction | str:
     """Value of one code: a Fraction, or ``"nan"``, ``"+inf"``, ``"-inf"``, ``"-0"``."""
     man = code % (1 << man_bits)
     ef = (code >> man_bits) % (1 << exp_bits)
@@ -244,8 +245,9 @@ class FloatOracle:
         assert g[i - 1] < x <= g[i]
         return (x, x) if g[i] == x else (g[i - 1], g[i])
 
-    def round_all(self, x: float | Fraction, modes=DETERMINISTIC_MODES,
-                  overflows=None) -> dict[tuple[str, str], float]:
+    def round_all(
+        self, x: float | Fraction, modes=DETERMINISTIC_MODES, overflows=None
+    ) -> dict[tuple[str, str], float]:
         """Exact rounding of one value under several (mode, overflow) pairs at once."""
         overflows = overflows or self.overflow_options()
         for ov in overflows:
@@ -313,8 +315,15 @@ class FloatOracle:
         jm = np.minimum(j, len(mids) - 1)
         cls = np.where(g[j] == xi, 0, np.where(xi < mids[jm], 1, np.where(xi == mids[jm], 2, 3)))
         keys[inside] = 4 * j + cls
-        reps: dict[int, float | Fraction] = {-1: NAN, -2: math.inf, -3: -math.inf, -4: 0.0,
-                                             -5: -0.0, -6: 2 * self.ext, -7: -2 * self.ext}
+        reps: dict[int, float | Fraction] = {
+            -1: NAN,
+            -2: math.inf,
+            -3: -math.inf,
+            -4: 0.0,
+            -5: -0.0,
+            -6: 2 * self.ext,
+            -7: -2 * self.ext,
+        }
         for k in np.unique(keys[inside]).tolist():
             jj, c = divmod(k, 4)
             lo = self.grid[jj]
@@ -340,8 +349,10 @@ class FixedOracle:
         self.kmax = (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
         self.step = Fraction(1) / Fraction(2) ** self.frac_bits
         if self.bits <= 16:
-            vals = sorted(decode_fixed_code(c, self.bits, self.frac_bits, self.signed)
-                          for c in range(1 << self.bits))
+            vals = sorted(
+                decode_fixed_code(c, self.bits, self.frac_bits, self.signed)
+                for c in range(1 << self.bits)
+            )
             assert vals == [k * self.step for k in range(self.kmin, self.kmax + 1)]
         self.max = self.kmax * self.step
         self.min = self.kmin * self.step
@@ -365,8 +376,9 @@ class FixedOracle:
             k = (k - self.kmin) % (1 << self.bits) + self.kmin
         return _as_float(k * self.step) + 0.0  # +0.0: a single zero
 
-    def round_all(self, x: float | Fraction, modes=DETERMINISTIC_MODES,
-                  overflows=None) -> dict[tuple[str, str], float]:
+    def round_all(
+        self, x: float | Fraction, modes=DETERMINISTIC_MODES, overflows=None
+    ) -> dict[tuple[str, str], float]:
         """Exact rounding of one value under several (mode, overflow) pairs at once."""
         overflows = overflows or self.overflow_options()
         kind, v, neg = _split_input(x)
@@ -409,8 +421,13 @@ class FixedOracle:
         """Keys by sign, k = floor(|x|·2^f) and position in (k, k+1); exact in float64."""
         x = np.asarray(x, dtype=np.float64)
         keys = np.full(x.shape, -1, dtype=np.int64)
-        reps: dict[int, float | Fraction] = {-1: NAN, -2: math.inf, -3: -math.inf, -4: 0.0,
-                                             -5: -0.0}
+        reps: dict[int, float | Fraction] = {
+            -1: NAN,
+            -2: math.inf,
+            -3: -math.inf,
+            -4: 0.0,
+            -5: -0.0,
+        }
         with np.errstate(invalid="ignore"):
             keys[x == np.inf] = -2
             keys[x == -np.inf] = -3
@@ -443,8 +460,9 @@ def oracle_for(fmt, subnormals: bool = True) -> FloatOracle | FixedOracle:
     return FixedOracle(fmt)
 
 
-def oracle_table(oracle: FloatOracle | FixedOracle, x: np.ndarray, modes=DETERMINISTIC_MODES,
-                 overflows=None) -> dict[tuple[str, str], np.ndarray]:
+def oracle_table(
+    oracle: FloatOracle | FixedOracle, x: np.ndarray, modes=DETERMINISTIC_MODES, overflows=None
+) -> dict[tuple[str, str], np.ndarray]:
     """Oracle results (float64) for every element of ``x``, per (mode, overflow).
 
     Elements strictly between two adjacent grid values round alike, apart from the midpoint;
@@ -476,8 +494,11 @@ def all_float16() -> np.ndarray:
 def all_bfloat16() -> np.ndarray:
     """Every bf16 code, upcast exactly to float64 (bits shifted into the top of an fp32)."""
     with np.errstate(invalid="ignore"):  # signalling NaN codes
-        return (np.arange(1 << 16, dtype=np.uint32) << np.uint32(16)).view(np.float32).astype(
-            np.float64)
+        return (
+            (np.arange(1 << 16, dtype=np.uint32) << np.uint32(16))
+            .view(np.float32)
+            .astype(np.float64)
+        )
 
 
 def mismatches(actual, expected) -> np.ndarray:
@@ -497,6 +518,7 @@ def assert_same_bits(actual, expected, inputs, what: str = "") -> None:
             a = np.asarray(actual, dtype=np.float64).reshape(-1)
             e = np.asarray(expected, dtype=np.float64).reshape(-1)
             x = np.asarray(inputs, dtype=np.float64).reshape(-1)
-        rows = "\n".join(f"  x={x[i]!r} ({x[i].hex()}): got {a[i]!r}, expected {e[i]!r}"
-                         for i in bad[:8])
+        rows = "\n".join(
+            f"  x={x[i]!r} ({x[i].hex()}): got {a[i]!r}, expected {e[i]!r}" for i in bad[:8]
+        )
         raise AssertionError(f"{what}: {bad.size} of {a.size} differ, e.g.\n{rows}")

@@ -26,13 +26,36 @@ from oracle import (
     oracle_table,
 )
 
-SMALL_FLOATS = ["fp16", "bf16", "e5m2", "e4m3fn", "e4m3-ieee", "e4m3fnuz", "e5m2fnuz",
-                "e3m2fn", "e2m3fn", "e2m1fn", "e3m4", "e6m5", "e2m0", "e5m2fn", "e3m3fnuz"]
-ML_DTYPES = {"bf16": ml_dtypes.bfloat16, "fp16": np.float16, "e5m2": ml_dtypes.float8_e5m2,
-             "e4m3fn": ml_dtypes.float8_e4m3fn, "e4m3-ieee": ml_dtypes.float8_e4m3,
-             "e4m3fnuz": ml_dtypes.float8_e4m3fnuz, "e5m2fnuz": ml_dtypes.float8_e5m2fnuz,
-             "e3m2fn": ml_dtypes.float6_e3m2fn, "e2m3fn": ml_dtypes.float6_e2m3fn,
-             "e2m1fn": ml_dtypes.float4_e2m1fn, "e3m4": ml_dtypes.float8_e3m4}
+SMALL_FLOATS = [
+    "fp16",
+    "bf16",
+    "e5m2",
+    "e4m3fn",
+    "e4m3-ieee",
+    "e4m3fnuz",
+    "e5m2fnuz",
+    "e3m2fn",
+    "e2m3fn",
+    "e2m1fn",
+    "e3m4",
+    "e6m5",
+    "e2m0",
+    "e5m2fn",
+    "e3m3fnuz",
+]
+ML_DTYPES = {
+    "bf16": ml_dtypes.bfloat16,
+    "fp16": np.float16,
+    "e5m2": ml_dtypes.float8_e5m2,
+    "e4m3fn": ml_dtypes.float8_e4m3fn,
+    "e4m3-ieee": ml_dtypes.float8_e4m3,
+    "e4m3fnuz": ml_dtypes.float8_e4m3fnuz,
+    "e5m2fnuz": ml_dtypes.float8_e5m2fnuz,
+    "e3m2fn": ml_dtypes.float6_e3m2fn,
+    "e2m3fn": ml_dtypes.float6_e2m3fn,
+    "e2m1fn": ml_dtypes.float4_e2m1fn,
+    "e3m4": ml_dtypes.float8_e3m4,
+}
 
 
 @pytest.mark.parametrize("name", SMALL_FLOATS)
@@ -58,7 +81,8 @@ def test_fixed_oracle_grid_agrees_with_fixed_format(name):
     o = FixedOracle(fmt)  # asserts its decoded codes form the grid k·2^-f
     f = fmt.fixed if isinstance(fmt, lb.IntFormat) else fmt
     assert sorted(f.decode_exact(c) for c in range(1 << f.bits)) == [
-        k * o.step for k in range(o.kmin, o.kmax + 1)]
+        k * o.step for k in range(o.kmin, o.kmax + 1)
+    ]
     assert o.max == f.max_exact
 
 
@@ -68,9 +92,14 @@ def test_oracle_values_are_ml_dtypes_values(name):
     o = FloatOracle(lb.get_format(name))
     dt = np.dtype(ML_DTYPES[name])
     codes = np.arange(1 << (8 * dt.itemsize), dtype=np.uint16 if dt.itemsize == 2 else np.uint8)
-    if dt.itemsize == 1 and dt.type not in (ml_dtypes.float8_e5m2, ml_dtypes.float8_e4m3fn,
-                                            ml_dtypes.float8_e4m3, ml_dtypes.float8_e4m3fnuz,
-                                            ml_dtypes.float8_e5m2fnuz, ml_dtypes.float8_e3m4):
+    if dt.itemsize == 1 and dt.type not in (
+        ml_dtypes.float8_e5m2,
+        ml_dtypes.float8_e4m3fn,
+        ml_dtypes.float8_e4m3,
+        ml_dtypes.float8_e4m3fnuz,
+        ml_dtypes.float8_e5m2fnuz,
+        ml_dtypes.float8_e3m4,
+    ):
         codes = codes[: 1 << o.bits]  # fp6/fp4 live in the low bits of a byte
     with np.errstate(invalid="ignore"):  # signalling NaN codes
         vals = codes.view(dt).astype(np.float64)
@@ -111,8 +140,10 @@ def test_hand_worked_anchors():
     assert e2m1.round(4.0, "ro") == 4.0  # exact values never move
     assert e2m1.round(-0.2, "rne") == 0.0 and math.copysign(1, e2m1.round(-0.2, "rne")) < 0
     fnuz = FloatOracle(lb.get_format("e4m3fnuz"))
-    assert math.copysign(1, fnuz.round(-1e-9, "rne")) > 0 and math.copysign(1, fnuz.round(-0.0,
-                                                                                       "rne")) > 0
+    assert (
+        math.copysign(1, fnuz.round(-1e-9, "rne")) > 0
+        and math.copysign(1, fnuz.round(-0.0, "rne")) > 0
+    )
 
 
 def test_hand_worked_modes_on_fp16():
@@ -129,16 +160,22 @@ def test_hand_worked_modes_on_fp16():
         "ro": (1 + u, -1 - u, 1 + u, 1 + u),
     }
     for mode, w in want.items():
-        got = (o.round(tie, mode), o.round(-tie, mode), o.round(above, mode),
-               o.round(1 + 1.5 * u, mode))
+        got = (
+            o.round(tie, mode),
+            o.round(-tie, mode),
+            o.round(above, mode),
+            o.round(1 + 1.5 * u, mode),
+        )
         assert got == w, mode
 
 
 def test_subnormals_off_conventions():
     o = FloatOracle(lb.get_format("e4m3-ieee"), subnormals=False)
     mn = 2.0**-6
-    assert [v for v in o.values if 0 <= v < 2 * mn] == [0, *[Fr(mn) * (1 + Fr(k, 8))
-                                                              for k in range(8)]]
+    assert [v for v in o.values if 0 <= v < 2 * mn] == [
+        0,
+        *[Fr(mn) * (1 + Fr(k, 8)) for k in range(8)],
+    ]
     assert o.round(mn / 2, "rne") == mn and o.round(mn / 2, "rna") == mn
     assert o.round(mn / 2, "rnz") == 0.0
     assert o.round(0.4875 * mn, "rne") == 0.0
@@ -198,8 +235,9 @@ def test_oracle_rne_agrees_with_ml_dtypes_on_every_fp16_value(name):
     assert bad.size == 0, [(x[i], theirs[i], want[i]) for i in bad[:5]]
 
 
-@pytest.mark.parametrize("name", ["fp16", "e4m3fn", "e5m2", "e2m1", "e2m0", "e3m3fnuz", "q3.12",
-                                  "int8", "uq0.8"])
+@pytest.mark.parametrize(
+    "name", ["fp16", "e4m3fn", "e5m2", "e2m1", "e2m0", "e3m3fnuz", "q3.12", "int8", "uq0.8"]
+)
 @pytest.mark.parametrize("subnormals", [True, False])
 def test_table_shortcut_equals_per_element_oracle(name, subnormals):
     """Random float64 inputs (not just fp16 values): grid points, midpoints, their float64
@@ -214,10 +252,16 @@ def test_table_shortcut_equals_per_element_oracle(name, subnormals):
     pts = rng.choice(g, 300)
     mids = (pts + rng.choice(g, 300)) / 2
     near = np.concatenate([pts, mids])
-    x = np.concatenate([near, np.nextafter(near, np.inf), np.nextafter(near, -np.inf),
-                        rng.standard_normal(200) * float(o.max),
-                        np.ldexp(rng.uniform(-1, 1, 100), rng.integers(-40, 40, 100)),
-                        [0.0, -0.0, np.inf, -np.inf, np.nan, 1e300, -1e300, 5e-324]])
+    x = np.concatenate(
+        [
+            near,
+            np.nextafter(near, np.inf),
+            np.nextafter(near, -np.inf),
+            rng.standard_normal(200) * float(o.max),
+            np.ldexp(rng.uniform(-1, 1, 100), rng.integers(-40, 40, 100)),
+            [0.0, -0.0, np.inf, -np.inf, np.nan, 1e300, -1e300, 5e-324],
+        ]
+    )
     tables = oracle_table(o, x)
     for i in range(x.size):
         for key, want in o.round_all(float(x[i])).items():

@@ -29,11 +29,14 @@ def test_top_level_aliases() -> None:
     assert lb.ivit is importlib.import_module("lowbit.methods.ivit")
 
 
-@pytest.mark.parametrize("make", [
-    lambda: lb.recipes.dfp16_training(),
-    lambda: lb.recipes.a2q(acc_bits=16, weight_bits=4, act_bits=8),
-    lambda: lb.recipes.s2fp8_training(),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: lb.recipes.dfp16_training(),
+        lambda: lb.recipes.a2q(acc_bits=16, weight_bits=4, act_bits=8),
+        lambda: lb.recipes.s2fp8_training(),
+    ],
+)
 def test_recipe_configs_round_trip_and_swap_layers(make) -> None:  # type: ignore[no-untyped-def]
     cfg = make()
     assert lb.nn.QuantConfig.from_json(cfg.to_json()) == cfg

@@ -52,8 +52,9 @@ __all__ = sorted(_WHERE)
 
 def __getattr__(name: str) -> Any:
     if name not in _WHERE:
-        raise AttributeError(f"lowbit.recipes has no recipe {name!r}; recipes: "
-                             f"{', '.join(sorted(_WHERE))}")
+        raise AttributeError(
+            f"lowbit.recipes has no recipe {name!r}; recipes: {', '.join(sorted(_WHERE))}"
+        )
     module, attr = _WHERE[name]
     value = getattr(importlib.import_module(module), attr)
     globals()[name] = value

@@ -30,8 +30,7 @@ def _grad(bad: int, scale: float) -> torch.Tensor:
 @pytest.mark.parametrize("factors", [(2.0, 0.5), (1.7, 0.3)])
 def test_scale_trajectory_equals_torch_gradscaler(factors: tuple[float, float]) -> None:
     growth, backoff = factors
-    opts = dict(init_scale=1024.0, growth_factor=growth, backoff_factor=backoff,
-                growth_interval=3)
+    opts = dict(init_scale=1024.0, growth_factor=growth, backoff_factor=backoff, growth_interval=3)
     ref = torch.amp.GradScaler("cpu", **opts)
     ours = LossScaler(**opts, min_scale=2.0**-20, max_scale=2.0**40)
     p_ref, o_ref = _param_and_opt()
@@ -208,14 +207,16 @@ def test_misuse_and_bad_options_raise() -> None:
         s.unscale_(opt)
     with pytest.raises(TypeError, match="tensor"):
         s.scale(3.0)
-    for kw, match in [(dict(init_scale=0.0), "init_scale"), (dict(growth_factor=1.0),
-                                                             "growth_factor"),
-                      (dict(backoff_factor=1.5), "backoff_factor"),
-                      (dict(growth_interval=0), "growth_interval"),
-                      (dict(min_scale=4.0, max_scale=2.0), "max_scale"),
-                      (dict(init_scale=2.0**30), "outside"),
-                      (dict(grad_fmt="fp17"), "grad_fmt='fp17'"),
-                      (dict(grad_fmt="mxfp8_e4m3"), "block format"),
-                      (dict(dynamic="yes"), "dynamic")]:
+    for kw, match in [
+        (dict(init_scale=0.0), "init_scale"),
+        (dict(growth_factor=1.0), "growth_factor"),
+        (dict(backoff_factor=1.5), "backoff_factor"),
+        (dict(growth_interval=0), "growth_interval"),
+        (dict(min_scale=4.0, max_scale=2.0), "max_scale"),
+        (dict(init_scale=2.0**30), "outside"),
+        (dict(grad_fmt="fp17"), "grad_fmt='fp17'"),
+        (dict(grad_fmt="mxfp8_e4m3"), "block format"),
+        (dict(dynamic="yes"), "dynamic"),
+    ]:
         with pytest.raises(ValueError, match=match):
             LossScaler(**kw)

@@ -60,7 +60,7 @@ def random_tensor(shape: tuple[int, ...], scale: float) -> np.ndarray:
 
 # ---- quantize / dequantize ----------------------------------------------------------------------
 @pytest.mark.parametrize("bits", [16, 8, 12, 24])
-@pytest.mark.parametrize("scale", [1.0, 3e-5, 7e4, 2.0 ** -120])
+@pytest.mark.parametrize("scale", [1.0, 3e-5, 7e4, 2.0**-120])
 def test_quantize_matches_fraction_oracle(bits: int, scale: float) -> None:
     x = random_tensor((7, 13), scale)
     t = dfp.quantize(x, bits)
@@ -110,8 +110,10 @@ def test_numpy_and_torch_agree_every_dtype() -> None:
     tb = dfp.quantize(b)
     ints, exp = oracle_quantize(b.to(torch.float64).numpy(), 16)
     assert tb.exp == exp and np.array_equal(tb.ints.numpy(), ints)
-    assert torch.equal(dfp.dequantize(tb), dfp.dequantize(dfp.DFPTensor(torch.from_numpy(
-        ints.astype(np.int16)), exp)))
+    assert torch.equal(
+        dfp.dequantize(tb),
+        dfp.dequantize(dfp.DFPTensor(torch.from_numpy(ints.astype(np.int16)), exp)),
+    )
 
 
 def test_zero_empty_and_bad_inputs() -> None:
@@ -139,7 +141,7 @@ def test_zero_empty_and_bad_inputs() -> None:
 
 def test_stochastic_rounding_rule_and_unbiasedness() -> None:
     n = 40000
-    x = np.full(n, 1.0 + 0.3 * 2.0 ** -14, dtype=np.float64)
+    x = np.full(n, 1.0 + 0.3 * 2.0**-14, dtype=np.float64)
     x[0] = 2.0  # sets E_s = 1 - 14: x/2**E = 8192 + 0.15 ...
     t = dfp.quantize(x, mode="sr", seed=7)
     assert t.exp == -13
@@ -155,17 +157,20 @@ def test_stochastic_rounding_rule_and_unbiasedness() -> None:
     assert abs(ups - (n - 1) * p) < 6 * sd
     # reproducible and backend-independent
     assert np.array_equal(dfp.quantize(x, mode="sr", seed=7).ints, t.ints)
-    assert np.array_equal(dfp.quantize(torch.from_numpy(x), mode="sr", seed=7).ints.numpy(),
-                          t.ints)
+    assert np.array_equal(dfp.quantize(torch.from_numpy(x), mode="sr", seed=7).ints.numpy(), t.ints)
     assert not np.array_equal(dfp.quantize(x, mode="sr", seed=8).ints, t.ints)
     err = np.abs(dfp.dequantize(t, np.float64) - x)
-    assert err.max() < 2.0 ** t.exp
+    assert err.max() < 2.0**t.exp
 
 
 # ---- shifts and requantize ---------------------------------------------------------------------
 def test_shift_right_matches_fraction_rounding() -> None:
-    v = np.concatenate([RNG.integers(-2**31, 2**31, 500),
-                        np.array([6, 10, -6, -10, 2, -2, 3, -3, 0, 2**31 - 1, -2**31])])
+    v = np.concatenate(
+        [
+            RNG.integers(-(2**31), 2**31, 500),
+            np.array([6, 10, -6, -10, 2, -2, 3, -3, 0, 2**31 - 1, -(2**31)]),
+        ]
+    )
     for r in (0, 1, 2, 3, 7, 17):
         ref = [rne(Fraction(int(x), 2**r)) for x in v]
         got = dfp.shift_right(v, r)
@@ -178,13 +183,14 @@ def test_shift_right_matches_fraction_rounding() -> None:
 
 
 def test_requantize_int32_to_dfp16() -> None:
-    i32 = RNG.integers(-2**30, 2**30, (6, 9)).astype(np.int32)
+    i32 = RNG.integers(-(2**30), 2**30, (6, 9)).astype(np.int32)
     t = dfp.requantize(dfp.DFPTensor(i32, -40))
     m = int(np.abs(i32.astype(np.int64)).max())
     rs = max(0, m.bit_length() - 15)
     assert t.exp == -40 + rs and t.ints.dtype == np.int16
-    assert t.ints.astype(np.int64).tolist() == [[rne(Fraction(int(v), 2**rs)) for v in row]
-                                                for row in i32.tolist()]
+    assert t.ints.astype(np.int64).tolist() == [
+        [rne(Fraction(int(v), 2**rs)) for v in row] for row in i32.tolist()
+    ]
     # the carry case: max 2**16 - 1 -> rs = 1 would give 32768; rs becomes 2
     c = dfp.requantize(dfp.DFPTensor(np.array([65535, 3], np.int32), 0))
     assert (c.ints.tolist(), c.exp) == ([16384, 1], 2)
@@ -193,7 +199,7 @@ def test_requantize_int32_to_dfp16() -> None:
     assert (f.ints.tolist(), f.exp, f.ints.dtype) == ([-32767, 5], 3, np.int16)
     s = dfp.requantize(dfp.DFPTensor(torch.from_numpy(i32), -40), mode="sr", seed=1)
     lo = [[math.floor(Fraction(int(v), 2**rs)) for v in row] for row in i32.tolist()]
-    d = (s.ints.to(torch.int64).numpy() - np.array(lo))
+    d = s.ints.to(torch.int64).numpy() - np.array(lo)
     assert s.exp == t.exp and set(np.unique(d)) <= {0, 1}
 
 
@@ -259,19 +265,32 @@ CASES = [
 
 @pytest.mark.parametrize("kw", CASES)
 def test_fast_path_equals_reference(kw: dict) -> None:
-    for m, k, n, sa, sb in [(3, 37, 4, 1.0, 1.0), (5, 64, 2, 1e-3, 30.0), (1, 5, 1, 1.0, 1.0),
-                            (4, 200, 3, 2.0 ** -100, 2.0 ** -40), (2, 19, 3, 2.0 ** 60, 1.0)]:
+    for m, k, n, sa, sb in [
+        (3, 37, 4, 1.0, 1.0),
+        (5, 64, 2, 1e-3, 30.0),
+        (1, 5, 1, 1.0, 1.0),
+        (4, 200, 3, 2.0**-100, 2.0**-40),
+        (2, 19, 3, 2.0**60, 1.0),
+    ]:
         a = dfp.quantize(random_tensor((m, k), sa))
         b = dfp.quantize(random_tensor((k, n), sb))
         ref, rst = dfp.matmul_reference(a, b, **kw)
         out, st = dfp.matmul(a, b, **kw)
         assert out.dtype == np.float32
         np.testing.assert_array_equal(out, ref)
-        assert (st.chunk, st.shift_a, st.shift_b, st.exp, st.overflow_count) == \
-            (rst.chunk, rst.shift_a, rst.shift_b, rst.exp, rst.overflow_count)
+        assert (st.chunk, st.shift_a, st.shift_b, st.exp, st.overflow_count) == (
+            rst.chunk,
+            rst.shift_a,
+            rst.shift_b,
+            rst.exp,
+            rst.overflow_count,
+        )
         assert st.max_abs_chunk_sum == rst.max_abs_chunk_sum
-        tout, tst = dfp.matmul(dfp.DFPTensor(torch.from_numpy(a.ints), a.exp),
-                               dfp.DFPTensor(torch.from_numpy(b.ints), b.exp), **kw)
+        tout, tst = dfp.matmul(
+            dfp.DFPTensor(torch.from_numpy(a.ints), a.exp),
+            dfp.DFPTensor(torch.from_numpy(b.ints), b.exp),
+            **kw,
+        )
         assert torch.equal(tout, torch.from_numpy(ref)) and tst == st
 
 
@@ -297,8 +316,9 @@ def test_combination_equals_lowbit_blocked_fp32_matmul() -> None:
         ia = dfp.shift_values(a.ints, st.shift_a)
         ib = dfp.shift_values(b.ints, st.shift_b)
         blocked = lb.matmul(ia, ib, acc="fp32", order="blocked", block_k=st.chunk, fma=False)
-        np.testing.assert_array_equal(out, np.asarray(blocked, np.float32) *
-                                      np.float32(2.0 ** st.exp))
+        np.testing.assert_array_equal(
+            out, np.asarray(blocked, np.float32) * np.float32(2.0**st.exp)
+        )
 
 
 def test_float_operands_are_quantized_first() -> None:
@@ -313,8 +333,9 @@ def test_float_operands_are_quantized_first() -> None:
 
 
 def test_empty_reduction_gives_zeros() -> None:
-    out, st = dfp.matmul(dfp.DFPTensor(np.zeros((2, 0), np.int16), 0),
-                         dfp.DFPTensor(np.zeros((0, 3), np.int16), 0))
+    out, st = dfp.matmul(
+        dfp.DFPTensor(np.zeros((2, 0), np.int16), 0), dfp.DFPTensor(np.zeros((0, 3), np.int16), 0)
+    )
     assert out.shape == (2, 3) and not out.any() and st.n_chunks == 0
 
 
@@ -330,8 +351,9 @@ def test_gemm_rejects_bad_inputs() -> None:
         dfp.matmul(np.array([[np.nan, 1.0]]), np.ones((2, 1)))
     wide = dfp.DFPTensor(np.full((1, 2), 2**30, np.int32), 0)
     with pytest.raises(ValueError, match="2\\*\\*53"):
-        dfp.matmul(wide, dfp.DFPTensor(np.full((2, 1), 2**30, np.int32), 0), headroom=0,
-                   acc_bits=63)
+        dfp.matmul(
+            wide, dfp.DFPTensor(np.full((2, 1), 2**30, np.int32), 0), headroom=0, acc_bits=63
+        )
     with pytest.raises(ValueError, match="no chunk fits"):
         dfp.matmul(wide, dfp.DFPTensor(np.full((2, 1), 2**30, np.int32), 0), headroom=0)
     with pytest.raises(TypeError, match="integer"):
@@ -343,7 +365,7 @@ def _all(value: int, shape: tuple[int, int]) -> dfp.DFPTensor:
     return dfp.DFPTensor(np.full(shape, value, dtype=np.int16), 0)
 
 
-@pytest.mark.parametrize("value,first_bad_k", [(-2**15, 2), (2**15 - 1, 3)])
+@pytest.mark.parametrize("value,first_bad_k", [(-(2**15), 2), (2**15 - 1, 3)])
 def test_unchunked_int32_overflows_chunked_never(value: int, first_bad_k: int) -> None:
     from lowbit.arith.intgemm import int_matmul
 
@@ -374,7 +396,7 @@ def test_unchunked_int32_overflows_chunked_never(value: int, first_bad_k: int) -
 
 
 def test_adversarial_with_auto_headroom() -> None:
-    a, b = _all(-2**15, (2, 256)), _all(-2**15, (256, 2))
+    a, b = _all(-(2**15), (2, 256)), _all(-(2**15), (256, 2))
     out, st = dfp.matmul(a, b)
     assert st.overflow_count == 0 and st.chunk >= 16 and st.bound <= 2**31 - 1
     assert st.max_abs_chunk_sum == st.bound  # every full chunk reaches the proven bound
@@ -394,11 +416,13 @@ def test_device_combiner_equals_numba_combiner(monkeypatch: pytest.MonkeyPatch) 
         self._add_torch(s64, stacked)
 
     monkeypatch.setattr(gemm._Combiner, "add", torch_add)
-    for m, k, n, sa in [(3, 100, 2, 1.0), (40, 50, 30, 2.0 ** -130)]:
+    for m, k, n, sa in [(3, 100, 2, 1.0), (40, 50, 30, 2.0**-130)]:
         a = dfp.quantize(random_tensor((m, k), sa))
         b = dfp.quantize(random_tensor((k, n), 1.0))
         ref, rst = dfp.matmul_reference(a, b)
-        out, st = dfp.matmul(dfp.DFPTensor(torch.from_numpy(a.ints), a.exp),
-                             dfp.DFPTensor(torch.from_numpy(b.ints), b.exp))
+        out, st = dfp.matmul(
+            dfp.DFPTensor(torch.from_numpy(a.ints), a.exp),
+            dfp.DFPTensor(torch.from_numpy(b.ints), b.exp),
+        )
         assert torch.equal(out, torch.from_numpy(ref))
         assert st.max_abs_chunk_sum == rst.max_abs_chunk_sum

@@ -29,8 +29,12 @@ def _expected(name: str, oracle: FloatOracle, x: float, modes: tuple[str, ...]) 
     if math.isnan(x):
         v: float | Fraction = math.nan
     elif math.isinf(x):
-        v = {"exp": math.inf if x > 0 else 0.0, "log": math.inf if x > 0 else math.nan,
-             "tanh": math.copysign(1.0, x), "sigmoid": 1.0 if x > 0 else 0.0}[name]
+        v = {
+            "exp": math.inf if x > 0 else 0.0,
+            "log": math.inf if x > 0 else math.nan,
+            "tanh": math.copysign(1.0, x),
+            "sigmoid": 1.0 if x > 0 else 0.0,
+        }[name]
     elif name == "log" and x < 0:
         v = math.nan
     elif name == "log" and x == 0:

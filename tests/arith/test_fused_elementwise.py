@@ -29,10 +29,10 @@ def _operands(name: str, n: int, dtype: type) -> tuple[np.ndarray, np.ndarray]:
     x, y = v[0], v[1]
     k = n // 8
     y[:k] = -x[:k]  # exact zeros
-    y[k:2 * k] = x[k:2 * k] * fmt.eps / 2  # ties
-    x[2 * k:3 * k] = fmt.max  # overflow neighbours
-    x[3 * k:3 * k + 8] = [np.inf, -np.inf, np.nan, -0.0, 0.0, np.inf, -0.0, 1.0]
-    y[3 * k:3 * k + 8] = [1.0, np.inf, 1.0, -0.0, -0.0, -np.inf, 0.0, np.nan]
+    y[k : 2 * k] = x[k : 2 * k] * fmt.eps / 2  # ties
+    x[2 * k : 3 * k] = fmt.max  # overflow neighbours
+    x[3 * k : 3 * k + 8] = [np.inf, -np.inf, np.nan, -0.0, 0.0, np.inf, -0.0, 1.0]
+    y[3 * k : 3 * k + 8] = [1.0, np.inf, 1.0, -0.0, -0.0, -np.inf, 0.0, np.nan]
     return x.astype(dtype), y.astype(dtype)  # not yet format values: inputs="round" rounds
 
 
@@ -47,9 +47,21 @@ def test_fused_kernel_equals_plain_path(name: str, op: str, dtype: type) -> None
     for mode in MODES:
         kw = {"seed": 5, "rand_bits": 8} if mode == "sr_bits" else {"seed": 5}
         fused = np.asarray(f(x, y, name, mode, inputs="round", offset=3, **kw), np.float64)
-        plain = np.concatenate([
-            np.asarray(f(x[c:c + step], y[c:c + step], name, mode, inputs="round",
-                         offset=3 + c, **kw), np.float64)
-            for c in range(0, n, step)
-        ])
+        plain = np.concatenate(
+            [
+                np.asarray(
+                    f(
+                        x[c : c + step],
+                        y[c : c + step],
+                        name,
+                        mode,
+                        inputs="round",
+                        offset=3 + c,
+                        **kw,
+                    ),
+                    np.float64,
+                )
+                for c in range(0, n, step)
+            ]
+        )
         assert_same_bits(fused, plain, x, f"{op} {name} {mode} {np.dtype(dtype).name}")

@@ -96,8 +96,7 @@ def test_wrap_is_exact_product_mod_2p():
         r = int_matmul(a, b, acc_bits=p)
         lo, _ = acc_range(p)
         assert np.array_equal(r.values, (exact - lo) % (1 << p) + lo)
-        partial = np.cumsum(a.astype(np.int64)[..., :, :, None] * b.astype(np.int64)[None],
-                            axis=-2)
+        partial = np.cumsum(a.astype(np.int64)[..., :, :, None] * b.astype(np.int64)[None], axis=-2)
         assert r.max_abs == int(np.abs(partial).max())
     # a 32-bit accumulator holds these int8 x int16 products of length 200 exactly
     assert int_matmul(a, b, acc_bits=32).overflow_count == 0
@@ -125,8 +124,9 @@ def test_batched_broadcast_and_1d_like_np_matmul():
     for i, j in itertools.product(range(3), range(2)):
         want, _, _ = oracle(a[i, 0], b[j], 12, "saturate")
         assert r.values[i, j].tolist() == want
-    total = sum(sum(map(sum, oracle(a[i, 0], b[j], 12, "saturate")[1]))
-                for i in range(3) for j in range(2))
+    total = sum(
+        sum(map(sum, oracle(a[i, 0], b[j], 12, "saturate")[1])) for i in range(3) for j in range(2)
+    )
     assert r.overflow_count == total
     v = rng.integers(-9, 9, size=6)
     assert int_matmul(v, b, acc_bits=32).values.tolist() == np.matmul(v, b).tolist()
@@ -152,8 +152,11 @@ def test_64_and_63_bit_accumulators_and_int64_overflowing_steps():
     for mode in ("wrap", "saturate"):  # exceeds the kernel's int64 precondition
         want_v, want_c, want_m = oracle(big, ones, 64, mode)
         r = int_matmul(big, ones, acc_bits=64, overflow=mode)
-        assert (r.values.tolist(), r.overflow_count, r.max_abs) == \
-            (want_v, want_c[0][0], want_m[0][0])
+        assert (r.values.tolist(), r.overflow_count, r.max_abs) == (
+            want_v,
+            want_c[0][0],
+            want_m[0][0],
+        )
         assert r.max_abs == 2**64 - 2  # beyond int64: a Python int
     with pytest.raises(ValueError, match="exceeds int64"):
         int_matmul_detail(big, ones, acc_bits=64)

@@ -79,9 +79,9 @@ def oracle(x: float, y: float, m: int, literal: bool = False) -> float:
     else:  # with the carry: (1 + s/2^m - q)·2^(xe + ye + q), q = floor(s/2^m)
         q = s >> m
         r = math.ldexp((1 << m) + s - (q << m), xe + ye + q - m)
-    if r < 2.0 ** -126:
+    if r < 2.0**-126:
         r = 0.0
-    elif r >= 2.0 ** 128:
+    elif r >= 2.0**128:
         r = math.inf
     return -r if neg else r
 
@@ -110,11 +110,13 @@ def assert_bits(got: Any, want: Any, what: str = "") -> None:
 
 
 # ---- elementwise -----------------------------------------------------------------------------
-EXPS = {1: [-126, -64, -63, -1, 0, 1, 63, 64, 127],
-        2: [-126, -125, -63, 0, 1, 2, 63, 127],
-        3: [-126, -125, -64, -63, -1, 0, 1, 2, 63, 64, 126, 127],
-        4: [-126, -63, 0, 1, 64, 127],
-        5: [-63, 0, 1, 64]}
+EXPS = {
+    1: [-126, -64, -63, -1, 0, 1, 63, 64, 127],
+    2: [-126, -125, -63, 0, 1, 2, 63, 127],
+    3: [-126, -125, -64, -63, -1, 0, 1, 2, 63, 64, 126, 127],
+    4: [-126, -63, 0, 1, 64, 127],
+    5: [-63, 0, 1, 64],
+}
 
 
 @pytest.mark.parametrize("literal", [False, True])
@@ -140,11 +142,11 @@ def test_lmul_carry_and_literal_differ_where_the_note_says() -> None:
 @pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 6, 7, 8])
 def test_lmul_one_times_one_is_one_plus_two_to_minus_l(m: int) -> None:
     l = L_TABLE[m]
-    assert float(lmul(1.0, 1.0, m)) == 1 + 2.0 ** -l
-    assert float(lmul(1.0, 1.0, m, literal=True)) == 1 + 2.0 ** -l
+    assert float(lmul(1.0, 1.0, m)) == 1 + 2.0**-l
+    assert float(lmul(1.0, 1.0, m, literal=True)) == 1 + 2.0**-l
     # y * (1 + 2^-l) whenever ym + 2^-l < 1: catches a wrong bias constant
-    y = 1.0 + 2.0 ** -m if m > l else 1.0
-    assert float(lmul(1.0, y, m)) == y + 2.0 ** -l
+    y = 1.0 + 2.0**-m if m > l else 1.0
+    assert float(lmul(1.0, y, m)) == y + 2.0**-l
 
 
 def test_lmul_does_not_use_the_frexp_mantissa() -> None:
@@ -152,7 +154,7 @@ def test_lmul_does_not_use_the_frexp_mantissa() -> None:
     (1 + .5 + .5 + 1/8) * 2^(1 + 1) = 8.5 (or 4.5 with one exponent fixed); L-Mul gives
     1.125."""
     fm, fe = math.frexp(1.0)
-    buggy = (1 + fm + fm + 2.0 ** -3) * 2.0 ** (fe + fe)
+    buggy = (1 + fm + fm + 2.0**-3) * 2.0 ** (fe + fe)
     got = float(lmul(1.0, 1.0, 3))
     assert got == 1.125
     assert got not in (buggy, buggy / 2, 4.5)
@@ -172,18 +174,18 @@ def test_lmul_sign_symmetry_zero_and_specials() -> None:
     inf, nan = np.float32(np.inf), np.float32(np.nan)
     assert np.isnan(lmul(inf, np.float32(0.0), 3)) and np.isnan(lmul(nan, np.float32(2.0), 3))
     assert lmul(-inf, np.float32(2.0), 3) == -np.inf
-    assert lmul(np.float32(2.0 ** 100), np.float32(2.0 ** 30), 3) == np.inf  # overflow
-    r = lmul(np.float32(-(2.0 ** -100)), np.float32(2.0 ** -30), 3)  # underflow: signed zero
+    assert lmul(np.float32(2.0**100), np.float32(2.0**30), 3) == np.inf  # overflow
+    r = lmul(np.float32(-(2.0**-100)), np.float32(2.0**-30), 3)  # underflow: signed zero
     assert r == 0 and np.signbit(r)
 
 
 def test_lmul_rounds_operands_rne_and_flushes_subnormals() -> None:
     # 1 + 2^-4 is a tie in e8m3: RNE gives 1.0, so the product is 1 * 1
-    assert float(lmul(1.0 + 2.0 ** -4, 1.0, 3)) == 1.125
+    assert float(lmul(1.0 + 2.0**-4, 1.0, 3)) == 1.125
     # 1 + 3*2^-4 rounds up to 1.25
-    assert float(lmul(1.0 + 3 * 2.0 ** -4, 1.0, 3)) == float(lmul(1.25, 1.0, 3))
+    assert float(lmul(1.0 + 3 * 2.0**-4, 1.0, 3)) == float(lmul(1.25, 1.0, 3))
     # a subnormal operand (after rounding) is a zero: 2^-130 * 2^100 gives 0, not 2^-30
-    assert float(lmul(np.float32(2.0 ** -130), np.float32(2.0 ** 100), 3)) == 0.0
+    assert float(lmul(np.float32(2.0**-130), np.float32(2.0**100), 3)) == 0.0
     # values beyond e8m3's max round to inf
     assert float(lmul(np.float32(3.3e38), np.float32(1.0), 3)) == math.inf
     rng = np.random.default_rng(2)
@@ -201,13 +203,15 @@ def test_lmul_m23_matches_the_papers_ptx_formula_and_the_oracle() -> None:
     x = (rng.standard_normal(3000) * np.exp(rng.uniform(-20, 20, 3000))).astype(np.float32)
     y = (rng.standard_normal(3000) * np.exp(rng.uniform(-20, 20, 3000))).astype(np.float32)
     bx, by = x.view(np.uint32).astype(np.int64), y.view(np.uint32).astype(np.int64)
-    ptx = (((bx & 0x7FFFFFFF) + (by & 0x7FFFFFFF) - 0x3F780000) & 0x7FFFFFFF) \
-        | ((bx ^ by) & 0x80000000)
+    ptx = (((bx & 0x7FFFFFFF) + (by & 0x7FFFFFFF) - 0x3F780000) & 0x7FFFFFFF) | (
+        (bx ^ by) & 0x80000000
+    )
     assert lmul_constant(23, fp32_units=True) == 0x3F780000
     assert_bits(lmul(x, y, 23), ptx.astype(np.uint32).view(np.float32))
     for literal in (False, True):
-        want = [oracle(float(a), float(b), 23, literal) for a, b in zip(x[:400], y[:400],
-                                                                         strict=True)]
+        want = [
+            oracle(float(a), float(b), 23, literal) for a, b in zip(x[:400], y[:400], strict=True)
+        ]
         assert_bits(lmul(x[:400], y[:400], 23, literal=literal), np.array(want))
 
 
@@ -223,9 +227,12 @@ def test_lmul_backends_and_dtypes() -> None:
     assert lmul(x.astype(np.float64), y, 4).dtype == np.float64
     h = lmul(x.astype(np.float16), y.astype(np.float16), 4)
     assert h.dtype == np.float16
-    assert_bits(h.astype(np.float64), lmul(x.astype(np.float16).astype(np.float32),
-                                          y.astype(np.float16).astype(np.float32), 4)
-                .astype(np.float16).astype(np.float64))
+    assert_bits(
+        h.astype(np.float64),
+        lmul(x.astype(np.float16).astype(np.float32), y.astype(np.float16).astype(np.float32), 4)
+        .astype(np.float16)
+        .astype(np.float64),
+    )
     bf = x.astype(ml_dtypes.bfloat16)
     assert lmul(bf, bf, 3).dtype == np.dtype(ml_dtypes.bfloat16)
     tb = lmul(torch.from_numpy(x).bfloat16(), torch.from_numpy(y).bfloat16(), 3)
@@ -241,14 +248,18 @@ def test_numba_scalar_matches_numpy_on_random_bit_patterns() -> None:
     including zeros, infinities and NaN."""
     rng = np.random.default_rng(5)
     for m in (1, 3, 4, 9, 23):
-        raw = rng.integers(0, 2 ** 32, 6000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+        raw = rng.integers(0, 2**32, 6000, dtype=np.uint64).astype(np.uint32).view(np.float32)
         raw = np.concatenate([raw, np.float32([0, -0.0, np.inf, -np.inf, np.nan, 1, -1])])
         x = prepare_numpy(raw, m)
         y = prepare_numpy(np.roll(raw, 7), m)
         for literal in (False, True):
-            got = lk.lmul_vector(x.view(np.int32), y.view(np.int32),
-                                 lmul_constant(m, fp32_units=True),
-                                 1 << (23 - L_TABLE.get(m, 4)), literal).view(np.float32)
+            got = lk.lmul_vector(
+                x.view(np.int32),
+                y.view(np.int32),
+                lmul_constant(m, fp32_units=True),
+                1 << (23 - L_TABLE.get(m, 4)),
+                literal,
+            ).view(np.float32)
             assert_bits(got, lmul_prepared_numpy(x, y, m, literal), f"m={m} {literal}")
 
 
@@ -256,12 +267,26 @@ def test_prepare_kernel_equals_the_lowbit_round_path() -> None:
     """Operand rounding (RNE to e8mM by integer addition, subnormals flushed) equals
     lowbit.round followed by the flush, on random bit patterns and every edge."""
     rng = np.random.default_rng(6)
-    raw = rng.integers(0, 2 ** 32, 20000, dtype=np.uint64).astype(np.uint32).view(np.float32)
-    edges = np.float32([0, -0.0, np.inf, -np.inf, np.nan, 3.4e38, -3.4e38, 2.0 ** -126,
-                        2.0 ** -127, -(2.0 ** -126) * (1 - 2.0 ** -10), 1 + 2.0 ** -4,
-                        1 + 3 * 2.0 ** -4, 1.9999999])
+    raw = rng.integers(0, 2**32, 20000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    edges = np.float32(
+        [
+            0,
+            -0.0,
+            np.inf,
+            -np.inf,
+            np.nan,
+            3.4e38,
+            -3.4e38,
+            2.0**-126,
+            2.0**-127,
+            -(2.0**-126) * (1 - 2.0**-10),
+            1 + 2.0**-4,
+            1 + 3 * 2.0**-4,
+            1.9999999,
+        ]
+    )
     with np.errstate(all="ignore"):
-        x = np.concatenate([raw, edges, raw * np.float32(2.0 ** -100)])
+        x = np.concatenate([raw, edges, raw * np.float32(2.0**-100)])
         h = x.astype(np.float16)
     for m in (1, 2, 3, 4, 8, 22, 23):
         assert_bits(prepare_numpy(x, m), prepare_numpy(x, m, impl="reference"), f"m={m}")
@@ -274,8 +299,8 @@ def matmul_oracle(a: np.ndarray, b: np.ndarray, m: int, literal: bool) -> np.nda
     fmt = lb.formats.FloatFormat(8, m)
     ar = lb.round(a.astype(np.float64), fmt)
     br = lb.round(b.astype(np.float64), fmt)
-    ar = np.where(np.abs(ar) < 2.0 ** -126, 0.0 * ar, ar)
-    br = np.where(np.abs(br) < 2.0 ** -126, 0.0 * br, br)
+    ar = np.where(np.abs(ar) < 2.0**-126, 0.0 * ar, ar)
+    br = np.where(np.abs(br) < 2.0**-126, 0.0 * br, br)
     M, K = ar.shape
     N = br.shape[1]
     out = np.empty((M, N), dtype=np.float32)
@@ -298,8 +323,8 @@ def test_lmul_matmul_equals_the_oracle(m: int, literal: bool) -> None:
     a[0, 2] = 0.0
     b[3, 1] = -0.0
     a[1, :] = -0.0  # a row of -0 products
-    b[:, 4] *= 2.0 ** 100  # products near overflow
-    a[3, 5] = 2.0 ** -120  # products that underflow
+    b[:, 4] *= 2.0**100  # products near overflow
+    a[3, 5] = 2.0**-120  # products that underflow
     want = matmul_oracle(a, b, m, literal)
     for impl in ("kernel", "reference"):
         assert_bits(lmul_matmul(a, b, m, literal=literal, impl=impl), want, impl)
@@ -311,8 +336,8 @@ def test_lmul_matmul_kernel_equals_reference_with_batches_and_specials() -> None
     b = rng.standard_normal((3, 37, 29)).astype(np.float32)
     a[0, 0, 0, :5] = 0.0
     b[1, 4, :] = -0.0
-    b[0, 2, 3] = 2.0 ** 127
-    a[1, 0, 2, 2] = 2.0 ** 30
+    b[0, 2, 3] = 2.0**127
+    a[1, 0, 2, 2] = 2.0**30
     for m in (1, 3, 4, 7, 23):
         ar, br = prepare_numpy(a, m), prepare_numpy(b, m)
         for literal in (False, True):
@@ -333,8 +358,7 @@ def test_lmul_matmul_kernel_equals_reference_with_batches_and_specials() -> None
 
 def test_lmul_matmul_torch_forward_and_straight_through_backward() -> None:
     rng = np.random.default_rng(12)
-    a = torch.tensor(rng.standard_normal((2, 3, 8, 16)), dtype=torch.float32,
-                     requires_grad=True)
+    a = torch.tensor(rng.standard_normal((2, 3, 8, 16)), dtype=torch.float32, requires_grad=True)
     b = torch.tensor(rng.standard_normal((3, 16, 8)), dtype=torch.float32, requires_grad=True)
     c = lmul_matmul(a, b, man_bits=4)
     assert c.dtype == torch.float32 and c.shape == (2, 3, 8, 8)
@@ -353,8 +377,16 @@ def float_oracle(name: str) -> FloatOracle:
     return FloatOracle(lb.get_format(name))
 
 
-def gemm_oracle(A: np.ndarray, B: np.ndarray, m: int, acc: str, mode: str, order: str,
-                prod: str | None = None, bk: int = 4) -> np.ndarray:
+def gemm_oracle(
+    A: np.ndarray,
+    B: np.ndarray,
+    m: int,
+    acc: str,
+    mode: str,
+    order: str,
+    prod: str | None = None,
+    bk: int = 4,
+) -> np.ndarray:
     """Exact (Fraction) L-Mul products of the e8mM operands, each step rounded by FloatOracle:
     sequential, pairwise (neighbours paired level by level) or blocked (exact block sums
     rounded, then added with a second rounding)."""
@@ -378,28 +410,34 @@ def gemm_oracle(A: np.ndarray, B: np.ndarray, m: int, acc: str, mode: str, order
             elif order == "pairwise":
                 level = [rnd(t, mode) if K == 1 else t for t in ts_f]
                 while len(level) > 1:
-                    nxt = [rnd(Fraction(level[q]) + Fraction(level[q + 1]), mode)
-                           for q in range(0, len(level) - 1, 2)]
+                    nxt = [
+                        rnd(Fraction(level[q]) + Fraction(level[q + 1]), mode)
+                        for q in range(0, len(level) - 1, 2)
+                    ]
                     level = nxt + ([level[-1]] if len(level) % 2 else [])
                 c = level[0]
             else:
                 c = None
                 for g in range(0, K, bk):
-                    gv = rnd(sum(ts_f[g:g + bk], Fraction(0)), mode)
+                    gv = rnd(sum(ts_f[g : g + bk], Fraction(0)), mode)
                     c = gv if c is None else rnd(Fraction(c) + Fraction(gv), mode)
             C[i, j] = c
     return C
 
 
-@pytest.mark.parametrize(("m", "acc", "mode", "order", "prod"), [
-    (3, "fp16", "rne", "sequential", None),
-    (4, "bf16", "rd", "sequential", None),
-    (2, "fp16", "rtz", "pairwise", None),
-    (4, "bf16", "ru", "blocked", None),
-    (3, "fp16", "rne", "sequential", "e4m3"),
-])
-def test_matmul_lmul_equals_the_fraction_oracle(m: int, acc: str, mode: str, order: str,
-                                                prod: str | None) -> None:
+@pytest.mark.parametrize(
+    ("m", "acc", "mode", "order", "prod"),
+    [
+        (3, "fp16", "rne", "sequential", None),
+        (4, "bf16", "rd", "sequential", None),
+        (2, "fp16", "rtz", "pairwise", None),
+        (4, "bf16", "ru", "blocked", None),
+        (3, "fp16", "rne", "sequential", "e4m3"),
+    ],
+)
+def test_matmul_lmul_equals_the_fraction_oracle(
+    m: int, acc: str, mode: str, order: str, prod: str | None
+) -> None:
     rng = np.random.default_rng(20 + m)
     A = rng.standard_normal((3, 11))
     B = rng.standard_normal((11, 4)) * 4
@@ -412,21 +450,25 @@ def test_matmul_lmul_equals_the_fraction_oracle(m: int, acc: str, mode: str, ord
         assert_bits(lb.matmul(A, B, impl=impl, **kw), want, f"{impl} {kw}")
 
 
-@pytest.mark.parametrize("cfg", [
-    dict(mult="lmul3", acc="fp32"),
-    dict(mult="lmul4"),
-    dict(mult="lmul5", acc="bf16", acc_mode="sr", order="pairwise"),
-    dict(mult="lmul3", mult_mode="sr", acc="fp16", block_k=8, fma=True),
-    dict(mult="lmul2", prod="e5m2", prod_mode="rd", acc="fp32", block_k=8),
-    dict(mult="lmul7", acc="e5m2", overflow="saturate"),
-], ids=str)
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        dict(mult="lmul3", acc="fp32"),
+        dict(mult="lmul4"),
+        dict(mult="lmul5", acc="bf16", acc_mode="sr", order="pairwise"),
+        dict(mult="lmul3", mult_mode="sr", acc="fp16", block_k=8, fma=True),
+        dict(mult="lmul2", prod="e5m2", prod_mode="rd", acc="fp32", block_k=8),
+        dict(mult="lmul7", acc="e5m2", overflow="saturate"),
+    ],
+    ids=str,
+)
 def test_matmul_lmul_kernel_equals_reference(cfg: dict[str, Any]) -> None:
     rng = np.random.default_rng(21)
     A = rng.standard_normal((2, 1, 6, 19)) * 3
     B = rng.standard_normal((3, 19, 10))
     A[0, 0, 1, :] = -0.0
-    B[1, 2, :] = 2.0 ** 100
-    A[1, 0, 4, 2] = 2.0 ** -140  # flushed to zero after rounding
+    B[1, 2, :] = 2.0**100
+    A[1, 0, 4, 2] = 2.0**-140  # flushed to zero after rounding
     A[1, 0, 5, 5] = np.inf
     for shape_b in (B, B[0][:, :2]):  # the second: few columns, the transposed kernel
         got = lb.matmul(A, shape_b, seed=5, **cfg)

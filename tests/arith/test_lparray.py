@@ -25,6 +25,7 @@ def _one_numba_thread() -> Iterator[None]:
     with _emulate.serial_kernels():
         yield
 
+
 DET_MODES = ["rne", "rtz", "ru", "rd", "ro"]
 
 
@@ -47,11 +48,20 @@ def _data(fmt: str, shape: tuple[int, ...], seed: int, positive: bool = False) -
     return np.asarray(lb.round(x, fmt), dtype=np.float64)
 
 
-BINARY = [(np.add, arith.add), (np.subtract, arith.sub), (np.multiply, arith.mul),
-          (np.true_divide, arith.div)]
-UNARY = [(np.sqrt, arith.sqrt, True), (np.negative, arith.neg, False),
-         (np.absolute, arith.abs, False), (np.exp, arith.exp, False),
-         (np.log, arith.log, True), (np.tanh, arith.tanh, False)]
+BINARY = [
+    (np.add, arith.add),
+    (np.subtract, arith.sub),
+    (np.multiply, arith.mul),
+    (np.true_divide, arith.div),
+]
+UNARY = [
+    (np.sqrt, arith.sqrt, True),
+    (np.negative, arith.neg, False),
+    (np.absolute, arith.abs, False),
+    (np.exp, arith.exp, False),
+    (np.log, arith.log, True),
+    (np.tanh, arith.tanh, False),
+]
 
 
 @pytest.mark.parametrize("fmt", FMTS)
@@ -87,8 +97,9 @@ def test_method_forms_and_sqrt_expression() -> None:
     x = _data("fp16", (4, 4), 3, positive=True) / 8
     a = array(x, "fp16")
     b = (a @ a.T + 1).sqrt()
-    ref = arith.sqrt(arith.add(_emulate.sequential_matmul(x, x.T, "fp16", "rne"), 1.0, "fp16"),
-                     "fp16")
+    ref = arith.sqrt(
+        arith.add(_emulate.sequential_matmul(x, x.T, "fp16", "rne"), 1.0, "fp16"), "fp16"
+    )
     assert same(b, ref)
     assert same(a.exp(), arith.exp(x, "fp16"))
     assert same(a.log(), arith.log(x, "fp16"))
@@ -122,12 +133,12 @@ def test_reductions_equal_scalar_loops(mode: str) -> None:
     a = array(x, "fp16", mode)
     assert same(np.sum(a), _loop_sum(x.ravel(), "fp16", mode))
     assert same(a.sum(), _loop_sum(x.ravel(), "fp16", mode))
-    assert same(np.add.reduce(a, axis=1),
-                [_loop_sum(r, "fp16", mode) for r in x])
+    assert same(np.add.reduce(a, axis=1), [_loop_sum(r, "fp16", mode) for r in x])
     assert same(np.sum(a, axis=0), [_loop_sum(c, "fp16", mode) for c in x.T])
     assert np.sum(a, axis=0, keepdims=True).shape == (1, 9)
-    assert same(np.mean(a, axis=1),
-                [arith.div(_loop_sum(r, "fp16", mode), 9.0, "fp16", mode) for r in x])
+    assert same(
+        np.mean(a, axis=1), [arith.div(_loop_sum(r, "fp16", mode), 9.0, "fp16", mode) for r in x]
+    )
     p = x[0, 0]
     for t in x.ravel()[1:]:
         p = arith.mul(p, t, "fp16", mode)
@@ -192,8 +203,7 @@ def test_norm_uses_emulated_ops() -> None:
     assert same(np.linalg.norm(a, np.inf), np.abs(x).max())
     m = array(_data("fp16", (3, 4), 11), "fp16")
     mv = np.asarray(m)
-    assert same(np.linalg.norm(m, np.inf), max(_loop_sum(np.abs(r), "fp16", "rne")
-                                               for r in mv))
+    assert same(np.linalg.norm(m, np.inf), max(_loop_sum(np.abs(r), "fp16", "rne") for r in mv))
     assert same(np.linalg.norm(m, "fro"), np.linalg.norm(m.ravel()))
 
 
@@ -224,13 +234,25 @@ def test_exact_shape_functions_and_indexing() -> None:
     assert same(a2[1], arith.add(x[1], 1.0, "e4m3"))
 
 
-@pytest.mark.parametrize("call", [
-    lambda a: np.sin(a), lambda a: np.cos(a), lambda a: np.var(a), lambda a: np.std(a),
-    lambda a: np.linalg.svd(a), lambda a: np.linalg.solve(a, a), lambda a: np.median(a),
-    lambda a: np.einsum("ij->i", a), lambda a: np.add.outer(a, a), lambda a: np.power(a, 2),
-    lambda a: np.sum(a, dtype=np.float32), lambda a: np.linalg.norm(a, 2),
-    lambda a: np.add(a, a, where=np.ones((3, 3), bool)), lambda a: np.trace(a),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda a: np.sin(a),
+        lambda a: np.cos(a),
+        lambda a: np.var(a),
+        lambda a: np.std(a),
+        lambda a: np.linalg.svd(a),
+        lambda a: np.linalg.solve(a, a),
+        lambda a: np.median(a),
+        lambda a: np.einsum("ij->i", a),
+        lambda a: np.add.outer(a, a),
+        lambda a: np.power(a, 2),
+        lambda a: np.sum(a, dtype=np.float32),
+        lambda a: np.linalg.norm(a, 2),
+        lambda a: np.add(a, a, where=np.ones((3, 3), bool)),
+        lambda a: np.trace(a),
+    ],
+)
 def test_unsupported_functions_raise_naming_the_function(call: object) -> None:
     a = array(np.eye(3) * 1.5, "fp16")
     with pytest.raises(NotImplementedError) as ei:
@@ -241,8 +263,11 @@ def test_unsupported_functions_raise_naming_the_function(call: object) -> None:
 
 def test_error_message_names() -> None:
     a = array(np.ones(3), "fp16")
-    for fn, name in ((np.sin, "numpy.sin"), (np.var, "numpy.var"),
-                     (np.linalg.svd, "numpy.linalg.svd")):
+    for fn, name in (
+        (np.sin, "numpy.sin"),
+        (np.var, "numpy.var"),
+        (np.linalg.svd, "numpy.linalg.svd"),
+    ):
         with pytest.raises(NotImplementedError, match=name.replace(".", r"\.")):
             fn(a)
     with pytest.raises(NotImplementedError, match=r"numpy\.add\.outer"):
@@ -325,10 +350,28 @@ def test_torch_subclass_parity() -> None:
     for mode, seed in (("rne", None), ("rtz", None), ("sr", 11)):
         t = tensor(x, "fp16", mode, seed=seed)
         a = array(x, "fp16", mode, seed=seed)
-        tt = [(t @ t.T + 1).sqrt(), t * 3 - t / 7, torch.exp(t), t.sum(dim=0), t.mean(),
-              torch.maximum(t, t * 0.5), t.sigmoid(), 1 - t, torch.matmul(t, t[0])]
-        aa = [(a @ a.T + 1).sqrt(), a * 3 - a / 7, np.exp(a), a.sum(axis=0), a.mean(),
-              np.maximum(a, a * 0.5), a.sigmoid(), 1 - a, a @ a[0]]
+        tt = [
+            (t @ t.T + 1).sqrt(),
+            t * 3 - t / 7,
+            torch.exp(t),
+            t.sum(dim=0),
+            t.mean(),
+            torch.maximum(t, t * 0.5),
+            t.sigmoid(),
+            1 - t,
+            torch.matmul(t, t[0]),
+        ]
+        aa = [
+            (a @ a.T + 1).sqrt(),
+            a * 3 - a / 7,
+            np.exp(a),
+            a.sum(axis=0),
+            a.mean(),
+            np.maximum(a, a * 0.5),
+            a.sigmoid(),
+            1 - a,
+            a @ a[0],
+        ]
         for k, (u, v) in enumerate(zip(tt, aa, strict=True)):
             assert isinstance(u, LowPrecisionTensor), k
             assert same(u.plain().numpy(), v), (mode, k)
@@ -337,8 +380,11 @@ def test_torch_subclass_parity() -> None:
     assert isinstance(t.T, LowPrecisionTensor) and isinstance(t[0], LowPrecisionTensor)
     assert isinstance(torch.cat([t, t]), LowPrecisionTensor)
     assert repr(t).startswith("LowPrecisionTensor(bf16, rne, ")
-    for fn, name in ((lambda: torch.sin(t), "torch.sin"), (lambda: t.cos(), "torch.Tensor.cos"),
-                     (lambda: torch.linalg.svd(t), "torch.linalg.svd"),
-                     (lambda: t.add(t, alpha=2), "torch.Tensor.add")):
+    for fn, name in (
+        (lambda: torch.sin(t), "torch.sin"),
+        (lambda: t.cos(), "torch.Tensor.cos"),
+        (lambda: torch.linalg.svd(t), "torch.linalg.svd"),
+        (lambda: t.add(t, alpha=2), "torch.Tensor.add"),
+    ):
         with pytest.raises(NotImplementedError, match=name.replace(".", r"\.")):
             fn()

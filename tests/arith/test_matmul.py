@@ -57,8 +57,10 @@ def assert_same(got: Any, want: Any, what: str = "") -> None:
     g, w = bits_of(got), bits_of(want)
     assert np.shape(got) == np.shape(want), (what, np.shape(got), np.shape(want))
     bad = np.flatnonzero(g != w)
-    assert bad.size == 0, (f"{what}: {bad.size} of {g.size} differ; first at {bad[:5]}: "
-                           f"got {g.view(np.float64)[bad[:5]]}, want {w.view(np.float64)[bad[:5]]}")
+    assert bad.size == 0, (
+        f"{what}: {bad.size} of {g.size} differ; first at {bad[:5]}: "
+        f"got {g.view(np.float64)[bad[:5]]}, want {w.view(np.float64)[bad[:5]]}"
+    )
 
 
 @functools.cache
@@ -93,8 +95,15 @@ class Oracle:
         self.rand_bits = cfg.rand_bits
 
     # one rounding of an exact value ---------------------------------------------------------
-    def rnd(self, x: Fraction | float, fmt: str | None, mode: str, stream: int, index: int,
-            stage_rb: int | None = None) -> float:
+    def rnd(
+        self,
+        x: Fraction | float,
+        fmt: str | None,
+        mode: str,
+        stream: int,
+        index: int,
+        stage_rb: int | None = None,
+    ) -> float:
         if fmt is None or fmt == "fp64":
             return float(x)  # Fraction -> float is correctly rounded (RNE)
         o = oracle(fmt)
@@ -182,7 +191,7 @@ class Oracle:
             bk = cfg.block_k
             assert bk is not None
             for g, k0 in enumerate(range(0, K, bk)):
-                group = terms[k0:k0 + bk]
+                group = terms[k0 : k0 + bk]
                 if cfg.fma:
                     c = self.sum_round(group if c is None else [c, *group], g, o_idx)
                 else:
@@ -234,19 +243,28 @@ def random_config(rng: np.random.Generator) -> GemmConfig:
     prod = PROD[rng.integers(len(PROD))]
     fma = bool(rng.integers(2)) and prod is None and order != "pairwise"
     return GemmConfig(
-        mult=MULT[rng.integers(len(MULT))], mult_mode=str(rng.choice(modes)),
-        prod=prod, prod_mode=str(rng.choice(modes)),
-        acc=acc, acc_mode=acc_mode, order=order,
-        block_k=int(rng.integers(1, 6)) if order == "blocked" else None, fma=fma,
-        out=OUT[rng.integers(len(OUT))], out_mode=str(rng.choice(modes)),
-        overflow="saturate" if rng.integers(4) == 0 else None, rand_bits=rand_bits)
+        mult=MULT[rng.integers(len(MULT))],
+        mult_mode=str(rng.choice(modes)),
+        prod=prod,
+        prod_mode=str(rng.choice(modes)),
+        acc=acc,
+        acc_mode=acc_mode,
+        order=order,
+        block_k=int(rng.integers(1, 6)) if order == "blocked" else None,
+        fma=fma,
+        out=OUT[rng.integers(len(OUT))],
+        out_mode=str(rng.choice(modes)),
+        overflow="saturate" if rng.integers(4) == 0 else None,
+        rand_bits=rand_bits,
+    )
 
 
 def random_operand(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     """Mixed magnitudes (tiny, moderate, huge), exact zeros of both signs, fp16 values."""
     kind = rng.integers(4)
-    scale = {0: 1.0, 1: 2.0 ** rng.integers(-20, -8), 2: 2.0 ** rng.integers(6, 12),
-             3: 1.0}[int(kind)]
+    scale = {0: 1.0, 1: 2.0 ** rng.integers(-20, -8), 2: 2.0 ** rng.integers(6, 12), 3: 1.0}[
+        int(kind)
+    ]
     x = rng.standard_normal(shape) * scale
     if kind == 3:  # wide dynamic range within one operand
         x = x * 2.0 ** rng.integers(-14, 14, size=shape)
@@ -280,36 +298,43 @@ def test_oracle_adversarial(acc: str, order: str) -> None:
     """Cancellation, ties, overflow to inf/NaN, subnormal products, signed zeros, in every
     deterministic mode, against the oracle."""
     f = lb.get_format(acc)
-    u = 2.0 ** -f.man_bits
+    u = 2.0**-f.man_bits
     big = f.max
     tiny = f.min_subnormal
-    A = np.array([
-        [1.0, u / 2, u / 2, -1.0, u / 4],        # ties around 1
-        [big, big, -big, -big, 1.0],              # overflow then cancellation
-        [tiny, tiny, -tiny, tiny / 2, tiny * 3],  # subnormal region
-        [-0.0, -0.0, -0.0, -0.0, -0.0],           # all -0 terms
-        [1.0, -1.0, 0.0, -0.0, 0.0],              # exact cancellation to zero
-        [3.0, 1.0 + u, -(3.0 + u), -1.0, u],      # cancellation with low bits
-    ])
+    A = np.array(
+        [
+            [1.0, u / 2, u / 2, -1.0, u / 4],  # ties around 1
+            [big, big, -big, -big, 1.0],  # overflow then cancellation
+            [tiny, tiny, -tiny, tiny / 2, tiny * 3],  # subnormal region
+            [-0.0, -0.0, -0.0, -0.0, -0.0],  # all -0 terms
+            [1.0, -1.0, 0.0, -0.0, 0.0],  # exact cancellation to zero
+            [3.0, 1.0 + u, -(3.0 + u), -1.0, u],  # cancellation with low bits
+        ]
+    )
     B = np.array([[1.0], [1.0], [1.0], [1.0], [1.0]])
     Bn = np.array([[1.0], [-1.0], [1.0], [-1.0], [0.5]])
     for mode in DETERMINISTIC_MODES:
         for fma in (False, True):
             if order == "pairwise" and fma:
                 continue
-            cfg = GemmConfig(acc=acc, acc_mode=mode, order=order,
-                             block_k=2 if order == "blocked" else None, fma=fma)
+            cfg = GemmConfig(
+                acc=acc,
+                acc_mode=mode,
+                order=order,
+                block_k=2 if order == "blocked" else None,
+                fma=fma,
+            )
             for BB in (B, Bn):
                 with np.errstate(all="ignore"):
                     want = oracle_matmul(A, BB, cfg, 0)
                 for impl in ("kernel", "reference"):
-                    assert_same(matmul(A, BB, preset=cfg, impl=impl), want,
-                                f"{impl} {cfg}")
+                    assert_same(matmul(A, BB, preset=cfg, impl=impl), want, f"{impl} {cfg}")
 
 
 def test_oracle_inf_nan_operands() -> None:
-    A = np.array([[np.inf, 1.0, 2.0], [np.inf, -np.inf, 1.0], [np.nan, 1.0, 1.0],
-                  [0.0, np.inf, 1.0]])
+    A = np.array(
+        [[np.inf, 1.0, 2.0], [np.inf, -np.inf, 1.0], [np.nan, 1.0, 1.0], [0.0, np.inf, 1.0]]
+    )
     B = np.array([[1.0, 2.0], [1.0, 0.5], [1.0, -1.0]])
     for order, bk in (("sequential", None), ("pairwise", None), ("blocked", 2)):
         for acc in ("fp16", "e4m3", None):
@@ -379,25 +404,39 @@ def test_kernel_equals_reference_adversarial(order: str) -> None:
     bk = 5 if order == "blocked" else None
     K = 23
     rows = [
-        np.r_[np.full(11, 60000.0), np.full(12, -60000.0)],      # fp16 overflow then back
-        np.r_[1.0, np.full(K - 1, 2.0**-11)],                     # ties at 1 in fp16
-        np.r_[2.0**-12, -(2.0**-12), np.full(K - 2, 2.0**-13)],   # subnormal products
-        np.tile([1e4, -1e4, 3.0], 8)[:K],                         # cancellation
-        np.r_[np.inf, np.zeros(K - 2), -np.inf],                  # inf - inf = NaN
-        np.r_[-0.0, np.full(K - 1, -0.0)],                        # all -0
-        rng.standard_normal(K) * 2.0 ** rng.integers(-40, 40, K), # wide range (bf16/fp32)
+        np.r_[np.full(11, 60000.0), np.full(12, -60000.0)],  # fp16 overflow then back
+        np.r_[1.0, np.full(K - 1, 2.0**-11)],  # ties at 1 in fp16
+        np.r_[2.0**-12, -(2.0**-12), np.full(K - 2, 2.0**-13)],  # subnormal products
+        np.tile([1e4, -1e4, 3.0], 8)[:K],  # cancellation
+        np.r_[np.inf, np.zeros(K - 2), -np.inf],  # inf - inf = NaN
+        np.r_[-0.0, np.full(K - 1, -0.0)],  # all -0
+        rng.standard_normal(K) * 2.0 ** rng.integers(-40, 40, K),  # wide range (bf16/fp32)
         lb.round(rng.standard_normal(K) * 300, "e4m3"),
     ]
     A = np.array(rows)
-    B = np.stack([np.ones(K), np.where(np.arange(K) % 2, -1.0, 1.0), np.full(K, 2.0**-6),
-                  rng.standard_normal(K)], axis=1)
+    B = np.stack(
+        [
+            np.ones(K),
+            np.where(np.arange(K) % 2, -1.0, 1.0),
+            np.full(K, 2.0**-6),
+            rng.standard_normal(K),
+        ],
+        axis=1,
+    )
     for mode in MODES:
         for acc in ("fp16", "bf16", "e4m3", "fp32"):
             for fma in (False, True):
                 if fma and order == "pairwise":
                     continue
-                kw = dict(acc=acc, acc_mode=mode, order=order, block_k=bk, fma=fma, seed=3,
-                          rand_bits=8 if mode == "sr_bits" else None)
+                kw = dict(
+                    acc=acc,
+                    acc_mode=mode,
+                    order=order,
+                    block_k=bk,
+                    fma=fma,
+                    seed=3,
+                    rand_bits=8 if mode == "sr_bits" else None,
+                )
                 with np.errstate(all="ignore"):
                     both(A, B, **kw)
                     both(A.astype(np.float32), B.astype(np.float32), **kw)
@@ -412,8 +451,9 @@ def test_few_columns_transposed_path(order: str) -> None:
     X = random_operand(rng, (13, 3))
     bk = 4 if order == "blocked" else None
     for mode in ("rne", "rd", "sr", "sr_equal"):
-        kw = dict(prod="bf16", prod_mode=mode, acc="fp16", acc_mode=mode, order=order,
-                  block_k=bk, seed=4)
+        kw = dict(
+            prod="bf16", prod_mode=mode, acc="fp16", acc_mode=mode, order=order, block_k=bk, seed=4
+        )
         for dt in (np.float64, np.float32):
             both(A.astype(dt), x.astype(dt), **kw)
             both(A.astype(dt), X.astype(dt), **kw)
@@ -446,26 +486,37 @@ def test_scalar_rounding_matches_reference() -> None:
     rng = np.random.default_rng(0)
     for name in ("fp16", "bf16", "e4m3", "e5m2", "e3m2", "fp32", "e4m3fnuz", "e8m50"):
         f = lb.get_format(name)
-        x = rng.standard_normal(4000) * 2.0 ** rng.integers(f.emin - f.man_bits - 3,
-                                                            min(f.emax + 3, 1000), 4000)
+        x = rng.standard_normal(4000) * 2.0 ** rng.integers(
+            f.emin - f.man_bits - 3, min(f.emax + 3, 1000), 4000
+        )
         grid = lb.round(x, f, "rtz", impl="reference")
-        half = np.abs(grid) * 2.0 ** -f.man_bits / 2
-        x = np.concatenate([x, grid + half, grid - half, [0.0, -0.0, np.inf, -np.inf, np.nan,
-                                                          5e-324, f.max, -f.max, 1e300]])
+        half = np.abs(grid) * 2.0**-f.man_bits / 2
+        x = np.concatenate(
+            [
+                x,
+                grid + half,
+                grid - half,
+                [0.0, -0.0, np.inf, -np.inf, np.nan, 5e-324, f.max, -f.max, 1e300],
+            ]
+        )
         for ov in (None, "saturate"):
-            infv = f.max if (ov == "saturate" or not f.has_nan) else (
-                np.inf if f.has_inf else np.nan)
+            infv = (
+                f.max if (ov == "saturate" or not f.has_nan) else (np.inf if f.has_inf else np.nan)
+            )
             want = lb.round(x, f, "rne", overflow=ov, impl="reference")
-            got = nk.rne_vector(x, f.man_bits, f.emin, f.emax - f.man_bits + 1, f.max, infv,
-                                f.special == "fnuz")
+            got = nk.rne_vector(
+                x, f.man_bits, f.emin, f.emax - f.man_bits + 1, f.max, infv, f.special == "fnuz"
+            )
             assert_same(got, want, f"rne fast {name} {ov}")
             for mid, mode in enumerate(MODES):
                 rb = 1 if name == "e8m50" else (8 if mode == "sr_bits" else 20)
-                want = lb.round(x, f, mode, overflow=ov, seed=5, rand_bits=rb, offset=7,
-                                impl="reference")
+                want = lb.round(
+                    x, f, mode, overflow=ov, seed=5, rand_bits=rb, offset=7, impl="reference"
+                )
                 k0, k1 = seed_keys(5)
-                got = nk.round_vector(x, f.man_bits, f.emin, f.max, infv, mid,
-                                      f.special == "fnuz", rb, k0, k1, 7)
+                got = nk.round_vector(
+                    x, f.man_bits, f.emin, f.max, infv, mid, f.special == "fnuz", rb, k0, k1, 7
+                )
                 assert_same(got, want, f"{name} {mode} {ov}")
 
 
@@ -477,7 +528,7 @@ def test_draws_and_exact_sum_helpers() -> None:
     for _ in range(500):
         n = int(rng.integers(1, 9))
         vals = rng.standard_normal(n) * 2.0 ** rng.integers(-60, 60, n)
-        vals = np.concatenate([vals, -vals[:int(rng.integers(0, 3))] * (1 + 2.0**-52)])
+        vals = np.concatenate([vals, -vals[: int(rng.integers(0, 3))] * (1 + 2.0**-52)])
         hi, odd = nk.sum_exact(vals, False, False, False)
         exact = sum((Fraction(float(v)) for v in vals), Fraction(0))
         assert hi == math.fsum(vals.tolist())
@@ -485,8 +536,11 @@ def test_draws_and_exact_sum_helpers() -> None:
             assert odd == hi
             continue
         d = float(exact)
-        lo_d, hi_d = (float(np.nextafter(d, -np.inf)), d) if Fraction(d) > exact else \
-            (d, float(np.nextafter(d, np.inf)))
+        lo_d, hi_d = (
+            (float(np.nextafter(d, -np.inf)), d)
+            if Fraction(d) > exact
+            else (d, float(np.nextafter(d, np.inf)))
+        )
         assert odd in (lo_d, hi_d)
         assert struct.unpack("<q", struct.pack("<d", odd))[0] & 1 == 1
 
@@ -513,8 +567,17 @@ def test_stagnation_and_orders() -> None:
 
 def test_presets_and_overrides() -> None:
     presets = gemm_presets()
-    for name in ("fp32-acc", "fp16-acc", "bf16-acc", "fp8-e4m3-fp32acc", "fp8-tensorcore",
-                 "tf32", "fp64", "fp16-chop", "fp8-e5m2-fp32acc"):
+    for name in (
+        "fp32-acc",
+        "fp16-acc",
+        "bf16-acc",
+        "fp8-e4m3-fp32acc",
+        "fp8-tensorcore",
+        "tf32",
+        "fp64",
+        "fp16-chop",
+        "fp8-e5m2-fp32acc",
+    ):
         assert name in presets
     assert presets["fp8-tensorcore"].block_k == 32
     assert presets["fp8-tensorcore"].mult == "e4m3fn"
@@ -527,16 +590,18 @@ def test_presets_and_overrides() -> None:
         got = matmul(A, B, preset=name)
         assert same(got, matmul(A, B, preset=cfg)), name
         assert got.shape == (4, 3)
-    assert same(matmul(A, B, preset="fp16-acc", acc="fp32"),
-                matmul(A, B, mult="fp16", acc="fp32"))
-    assert same(matmul(A, B, preset="fp16-acc", block_k=8),
-                matmul(A, B, mult="fp16", acc="fp16", order="blocked", block_k=8))
-    assert same(matmul(A, B, preset="fp8-tensorcore", order="sequential"),
-                matmul(A, B, mult="e4m3", acc="fp32"))
+    assert same(matmul(A, B, preset="fp16-acc", acc="fp32"), matmul(A, B, mult="fp16", acc="fp32"))
+    assert same(
+        matmul(A, B, preset="fp16-acc", block_k=8),
+        matmul(A, B, mult="fp16", acc="fp16", order="blocked", block_k=8),
+    )
+    assert same(
+        matmul(A, B, preset="fp8-tensorcore", order="sequential"),
+        matmul(A, B, mult="e4m3", acc="fp32"),
+    )
     # the issue's example: block_k alone selects the blocked order, out_fmt is an alias
     C = matmul(A, B, mult="e4m3", acc="fp16", acc_mode="rne", block_k=32, out_fmt="bf16")
-    assert same(C, matmul(A, B, mult="e4m3", acc="fp16", order="blocked", block_k=32,
-                          out="bf16"))
+    assert same(C, matmul(A, B, mult="e4m3", acc="fp16", order="blocked", block_k=32, out="bf16"))
     assert same(C, lb.round(C, "bf16"))
     with pytest.raises(ValueError, match="unknown GemmConfig preset"):
         matmul(A, B, preset="fp7")
@@ -544,11 +609,22 @@ def test_presets_and_overrides() -> None:
 
 def test_config_json_round_trip() -> None:
     custom = lb.FloatFormat(5, 4, bias=9)
-    cfgs = [*gemm_presets().values(),
-            GemmConfig(mult="e5m2", prod="fp16", prod_mode="sr", acc="bf16", acc_mode="ru",
-                       order="pairwise", out="posit16", out_mode="sr", rand_bits=12),
-            GemmConfig(acc=custom, block_k=4, fma=True, overflow="saturate"),
-            GemmConfig(acc="half", acc_mode="nearest")]
+    cfgs = [
+        *gemm_presets().values(),
+        GemmConfig(
+            mult="e5m2",
+            prod="fp16",
+            prod_mode="sr",
+            acc="bf16",
+            acc_mode="ru",
+            order="pairwise",
+            out="posit16",
+            out_mode="sr",
+            rand_bits=12,
+        ),
+        GemmConfig(acc=custom, block_k=4, fma=True, overflow="saturate"),
+        GemmConfig(acc="half", acc_mode="nearest"),
+    ]
     for cfg in cfgs:
         text = json.dumps(cfg.to_dict())
         back = GemmConfig.from_dict(json.loads(text))
@@ -559,21 +635,24 @@ def test_config_json_round_trip() -> None:
         GemmConfig.from_dict({"accumulator": "fp16"})
 
 
-@pytest.mark.parametrize(("kw", "match"), [
-    ({"order": "diagonal"}, "order="),
-    ({"order": "blocked"}, "needs block_k"),
-    ({"order": "pairwise", "block_k": 4}, "only meaningful"),
-    ({"fma": True, "prod": "fp16"}, "fma=True"),
-    ({"fma": True, "order": "pairwise"}, "fma=True"),
-    ({"acc": "posit16"}, "float formats"),
-    ({"acc": "fp64", "acc_mode": "ru"}, "RNE only"),
-    ({"acc": "fp32", "acc_mode": "sr", "rand_bits": 32}, "rand_bits <= 28"),
-    ({"acc": "fp16", "acc_mode": "sr_bits"}, "needs rand_bits"),
-    ({"acc": "e8m0"}, "sign and a zero"),
-    ({"acc": "fp16", "overflow": "wrap"}, "overflow="),
-    ({"acc": "fp17"}, "unknown format"),
-    ({"block_k": 0}, "block_k"),
-])
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"order": "diagonal"}, "order="),
+        ({"order": "blocked"}, "needs block_k"),
+        ({"order": "pairwise", "block_k": 4}, "only meaningful"),
+        ({"fma": True, "prod": "fp16"}, "fma=True"),
+        ({"fma": True, "order": "pairwise"}, "fma=True"),
+        ({"acc": "posit16"}, "float formats"),
+        ({"acc": "fp64", "acc_mode": "ru"}, "RNE only"),
+        ({"acc": "fp32", "acc_mode": "sr", "rand_bits": 32}, "rand_bits <= 28"),
+        ({"acc": "fp16", "acc_mode": "sr_bits"}, "needs rand_bits"),
+        ({"acc": "e8m0"}, "sign and a zero"),
+        ({"acc": "fp16", "overflow": "wrap"}, "overflow="),
+        ({"acc": "fp17"}, "unknown format"),
+        ({"block_k": 0}, "block_k"),
+    ],
+)
 def test_config_errors(kw: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         GemmConfig(**kw)
@@ -600,8 +679,16 @@ def test_shape_and_type_errors() -> None:
 
 def test_shapes_like_numpy() -> None:
     rng = np.random.default_rng(4)
-    for sa, sb in [((5,), (5,)), ((5,), (5, 3)), ((4, 5), (5,)), ((2, 1, 4, 5), (3, 5, 2)),
-                   ((3, 4, 5), (5, 2)), ((4, 0), (0, 3)), ((0, 5), (5, 2)), ((1, 5), (5, 1))]:
+    for sa, sb in [
+        ((5,), (5,)),
+        ((5,), (5, 3)),
+        ((4, 5), (5,)),
+        ((2, 1, 4, 5), (3, 5, 2)),
+        ((3, 4, 5), (5, 2)),
+        ((4, 0), (0, 3)),
+        ((0, 5), (5, 2)),
+        ((1, 5), (5, 1)),
+    ]:
         A = rng.standard_normal(sa)
         B = rng.standard_normal(sb)
         want = np.matmul(A, B)
@@ -650,8 +737,9 @@ def test_torch_gradcheck_fp64_path() -> None:
     assert torch.autograd.gradcheck(lambda a, b: matmul(a, b, order="pairwise"), (A, B))
     assert torch.autograd.gradcheck(lambda a, b: matmul(a, b, block_k=3), (A, B))
     assert torch.autograd.gradcheck(lambda a, b: matmul(a, b), (A, v))
-    assert torch.autograd.gradcheck(lambda a, b: dot(a, b), (v, v.detach().clone()
-                                                                 .requires_grad_()))
+    assert torch.autograd.gradcheck(
+        lambda a, b: dot(a, b), (v, v.detach().clone().requires_grad_())
+    )
 
 
 def test_torch_emulated_backward_matches_reference() -> None:
@@ -711,7 +799,8 @@ def test_numpy_torch_jax_agree() -> None:
     assert same(np.asarray(jj), want)
     # gradients through jax equal torch's
     ga, gb = jax.grad(lambda a, b: matmul(a, b, **kw).sum(), argnums=(0, 1))(
-        jnp.asarray(A), jnp.asarray(B))
+        jnp.asarray(A), jnp.asarray(B)
+    )
     tA = torch.from_numpy(A).requires_grad_()
     tB = torch.from_numpy(B).requires_grad_()
     matmul(tA, tB, **kw).sum().backward()

@@ -36,7 +36,7 @@ def posit_decode(code: int, n: int, es: int) -> Fraction | None:
     body = format(code, f"0{n}b")[1:]
     run = len(body) - len(body.lstrip(body[0]))
     k = run - 1 if body[0] == "1" else -run
-    rest = body[run + 1:]
+    rest = body[run + 1 :]
     e = int(rest[:es].ljust(es, "0"), 2) if es else 0
     fb = rest[es:]
     f = Fraction(int(fb, 2), 1 << len(fb)) if fb else Fraction(0)
@@ -86,8 +86,9 @@ def random_posits(rng: np.random.Generator, n: int, es: int, size: int) -> np.nd
 
 
 def exact_dot(a: np.ndarray, b: np.ndarray) -> Fraction:
-    return sum((Fraction(float(x)) * Fraction(float(y)) for x, y in zip(a, b, strict=True)),
-               Fraction(0))
+    return sum(
+        (Fraction(float(x)) * Fraction(float(y)) for x, y in zip(a, b, strict=True)), Fraction(0)
+    )
 
 
 def bits(x: Any) -> np.ndarray:
@@ -104,8 +105,10 @@ def assert_bits(got: Any, want: Any, what: str = "") -> None:
 
 
 # ---- the paper's test: length-1000 posit dot products ----------------------------------------
-@pytest.mark.parametrize(("name", "n", "es"), [("posit8", 8, 2), ("posit<8,0>", 8, 0),
-                                               ("posit16", 16, 2), ("posit16_1", 16, 1)])
+@pytest.mark.parametrize(
+    ("name", "n", "es"),
+    [("posit8", 8, 2), ("posit<8,0>", 8, 0), ("posit16", 16, 2), ("posit16_1", 16, 1)],
+)
 def test_quire_dot_equals_the_exactly_rounded_sum(name: str, n: int, es: int) -> None:
     rng = np.random.default_rng(n * 10 + es)
     fp32_differs = seq_differs = 0
@@ -231,16 +234,21 @@ def test_quire_kernel_equals_reference(cfg: dict[str, Any]) -> None:
             first = got
     assert_bits(first, got, str(cfg))
     # few columns (the kernel transposes the problem) and K = 1, K = 0
-    assert_bits(lb.matmul(A[1, 0], B[0][:, :2], seed=3, **cfg),
-                lb.matmul(A[1, 0], B[0][:, :2], seed=3, impl="reference", **cfg))
-    assert_bits(lb.matmul(A[..., :1], B[:, :1], seed=3, **cfg),
-                lb.matmul(A[..., :1], B[:, :1], seed=3, impl="reference", **cfg))
+    assert_bits(
+        lb.matmul(A[1, 0], B[0][:, :2], seed=3, **cfg),
+        lb.matmul(A[1, 0], B[0][:, :2], seed=3, impl="reference", **cfg),
+    )
+    assert_bits(
+        lb.matmul(A[..., :1], B[:, :1], seed=3, **cfg),
+        lb.matmul(A[..., :1], B[:, :1], seed=3, impl="reference", **cfg),
+    )
     assert np.all(lb.matmul(A[..., :0], B[:, :0], **cfg) == 0)
 
 
 def test_quire_special_values_and_zero_signs() -> None:
-    A = np.array([[1.0, 2.0, 3.0], [-0.0, -0.0, -0.0], [np.inf, 1.0, 1.0], [np.nan, 0, 0],
-                  [1.0, -1.0, 0.0]])
+    A = np.array(
+        [[1.0, 2.0, 3.0], [-0.0, -0.0, -0.0], [np.inf, 1.0, 1.0], [np.nan, 0, 0], [1.0, -1.0, 0.0]]
+    )
     B = np.array([[1.0, 1.0], [1.0, 1.0], [1.0, -np.inf]])
     for impl in ("kernel", "reference"):
         C = lb.matmul(A, B, acc="quire", impl=impl)
@@ -271,9 +279,15 @@ def test_quire_torch_autograd_uses_the_same_config() -> None:
 def test_quire_config_validation_and_json() -> None:
     cfg = GemmConfig(mult="posit8", acc="QUIRE", out="posit8")
     assert cfg.acc == "quire" and GemmConfig.from_dict(cfg.to_dict()) == cfg
-    for bad in (dict(order="pairwise"), dict(block_k=32), dict(acc_mode="rd"),
-                dict(out="posit8", out_mode="sr"), dict(out="e11m51"),
-                dict(out_mode="rd"), dict(out="e8m40", out_mode="sr", rand_bits=20)):
+    for bad in (
+        dict(order="pairwise"),
+        dict(block_k=32),
+        dict(acc_mode="rd"),
+        dict(out="posit8", out_mode="sr"),
+        dict(out="e11m51"),
+        dict(out_mode="rd"),
+        dict(out="e8m40", out_mode="sr", rand_bits=20),
+    ):
         with pytest.raises(ValueError):
             GemmConfig(acc="quire", **bad)
     assert math.isfinite(float(lb.dot(np.ones(3), np.ones(3), acc="quire", out="fp64")))
@@ -281,7 +295,11 @@ def test_quire_config_validation_and_json() -> None:
     rng = np.random.default_rng(9)
     A = rng.standard_normal((3, 40))
     B = rng.standard_normal((40, 5))
-    assert_bits(lb.matmul(A, B, preset="fp8-tensorcore", acc="quire"),
-                lb.matmul(A, B, mult="e4m3", acc="quire"))
-    assert_bits(lb.matmul(A, B, preset="posit16-quire"),
-                lb.matmul(A, B, mult="posit16", acc="quire", out="posit16"))
+    assert_bits(
+        lb.matmul(A, B, preset="fp8-tensorcore", acc="quire"),
+        lb.matmul(A, B, mult="e4m3", acc="quire"),
+    )
+    assert_bits(
+        lb.matmul(A, B, preset="posit16-quire"),
+        lb.matmul(A, B, mult="posit16", acc="quire", out="posit16"),
+    )

@@ -69,8 +69,9 @@ def round_elem(v: Fraction, name: str, mode: str = "rne") -> Fraction:
     return max(-vmax, min(vmax, r))
 
 
-def mx_block(values: list[Fraction], name: str, rule: str = "floor", mode: str = "rne"
-             ) -> tuple[int, list[Fraction]]:
+def mx_block(
+    values: list[Fraction], name: str, rule: str = "floor", mode: str = "rne"
+) -> tuple[int, list[Fraction]]:
     """(shared exponent, element values) of one finite block."""
     emax, _, _, vmax, _ = ELEMS[name]
     amax = max(abs(v) for v in values)

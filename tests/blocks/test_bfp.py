@@ -13,8 +13,9 @@ from lowbit.blocks import BFPTensor, bfp_decode, bfp_encode, quantize_bfp
 F = Fraction
 
 
-def bfp_oracle(block: list[Fraction], man_bits: int, exp_bits: int = 8, exp_offset: int = 0,
-               mode: str = "rne") -> tuple[int, list[int]]:
+def bfp_oracle(
+    block: list[Fraction], man_bits: int, exp_bits: int = 8, exp_offset: int = 0, mode: str = "rne"
+) -> tuple[int, list[int]]:
     """(shared exponent E, integer mantissas k) of one finite block."""
     bias = 2 ** (exp_bits - 1) - 1
     amax = max(abs(v) for v in block)
@@ -38,12 +39,12 @@ def test_vs_fraction_oracle(man_bits: int, mode: str) -> None:
     t = bfp_encode(x, man_bits, block=8, mode=mode)
     for r in range(x.shape[0]):
         for b in range(3):
-            blk = [F(float(v)) for v in x[r, 8 * b:8 * b + 8]]
+            blk = [F(float(v)) for v in x[r, 8 * b : 8 * b + 8]]
             e, ks = bfp_oracle(blk, man_bits, mode=mode)
             step = F(2) ** (e - man_bits + 1)
-            assert [F(float(v)) for v in got[r, 8 * b:8 * b + 8]] == [k * step for k in ks]
+            assert [F(float(v)) for v in got[r, 8 * b : 8 * b + 8]] == [k * step for k in ks]
             assert int(t.exponents[r, b]) == e + 127
-            assert t.mantissas[r, 8 * b:8 * b + 8].tolist() == ks
+            assert t.mantissas[r, 8 * b : 8 * b + 8].tolist() == ks
 
 
 def test_largest_element_is_normalized() -> None:

@@ -33,8 +33,7 @@ def oracle(x: float, i: int, f: int, signed: bool, overflow: str, mode: str) -> 
 @pytest.mark.parametrize("signed", [True, False])
 @pytest.mark.parametrize("overflow", ["saturate", "wrap"])
 @pytest.mark.parametrize("mode", ["rne", "rna", "rtz", "ru", "rd", "ro"])
-def test_vs_twos_complement_oracle(i: int, f: int, signed: bool, overflow: str,
-                                   mode: str) -> None:
+def test_vs_twos_complement_oracle(i: int, f: int, signed: bool, overflow: str, mode: str) -> None:
     rng = np.random.default_rng(i * 100 + f + len(mode))
     x = rng.standard_normal(300) * 2.0 ** (i + 1)
     x[:6] = [0.0, -0.0, np.inf, -np.inf, np.nan, 2.0 ** (i + 3)]

@@ -13,8 +13,14 @@ from lowbit.blocks import int_params, int_range, quantize_int, quantize_int_code
 F = Fraction
 
 
-def oracle_codes(x: np.ndarray, bits: int, symmetric: bool, unsigned: bool = False,
-                 narrow: bool = False, mode: str = "rne") -> tuple[list[int], float, int]:
+def oracle_codes(
+    x: np.ndarray,
+    bits: int,
+    symmetric: bool,
+    unsigned: bool = False,
+    narrow: bool = False,
+    mode: str = "rne",
+) -> tuple[list[int], float, int]:
     """Per-tensor codes with Python ints and Fractions, from the module's definitions.
 
     The quotient x * den / num is rounded once to float64 (Fraction -> float is correctly
@@ -48,8 +54,7 @@ def oracle_codes(x: np.ndarray, bits: int, symmetric: bool, unsigned: bool = Fal
 @pytest.mark.parametrize("symmetric", [True, False])
 @pytest.mark.parametrize("unsigned", [False, True])
 @pytest.mark.parametrize("mode", ["rne", "rtz", "ru", "rd", "rna"])
-def test_codes_vs_python_int_oracle(bits: int, symmetric: bool, unsigned: bool,
-                                    mode: str) -> None:
+def test_codes_vs_python_int_oracle(bits: int, symmetric: bool, unsigned: bool, mode: str) -> None:
     rng = np.random.default_rng(bits * 7 + symmetric * 3 + unsigned + len(mode))
     x = (rng.standard_normal(200) * 3 + 0.5).astype(np.float32)
     x[:4] = [0.0, -0.0, 1e-30, -1e-30]
@@ -122,10 +127,11 @@ def test_channel_and_group_granularity() -> None:
     g = quantize_int(w, 8, granularity="group", axis=1, group_size=4)
     for r in range(6):
         for j in range(0, 10, 4):
-            np.testing.assert_array_equal(g[r, j:j + 4], quantize_int(w[r, j:j + 4], 8))
+            np.testing.assert_array_equal(g[r, j : j + 4], quantize_int(w[r, j : j + 4], 8))
     g0 = quantize_int(w, 8, granularity="group", axis=0, group_size=4)
-    np.testing.assert_array_equal(g0, quantize_int(w.T, 8, granularity="group", axis=1,
-                                                   group_size=4).T)
+    np.testing.assert_array_equal(
+        g0, quantize_int(w.T, 8, granularity="group", axis=1, group_size=4).T
+    )
     x3 = rng.standard_normal((2, 3, 5))
     assert int_params(x3, 8, granularity="channel", axis=-1)[0].shape == (5,)
     assert int_params(x3, 8, granularity="group", axis=1, group_size=2)[0].shape == (2, 2, 5)
@@ -135,8 +141,9 @@ def test_given_scale_and_zero_point() -> None:
     x = np.array([0.0, 0.1, 0.25, -1.0, 100.0])
     c = quantize_int_codes(x, 8, scale=0.1, zero_point=3)
     assert c.tolist() == [3, 4, 5, -7, 127]  # 0.25/0.1 = 2.5 -> 2 (ties to even), then + 3
-    np.testing.assert_allclose(quantize_int(x, 8, scale=0.1, zero_point=3),
-                               [0.0, 0.1, 0.2, -1.0, 12.4])
+    np.testing.assert_allclose(
+        quantize_int(x, 8, scale=0.1, zero_point=3), [0.0, 0.1, 0.2, -1.0, 12.4]
+    )
     w = np.ones((2, 3))
     got = quantize_int(w, 8, granularity="channel", axis=0, scale=[0.5, 0.3])
     np.testing.assert_allclose(got, [[1.0] * 3, [0.9] * 3])
@@ -162,8 +169,7 @@ def test_sr_unbiased_with_fixed_seeds() -> None:
     vals = np.array([0.3, -1.7, 2.25, 0.05]) * (3.0 / 127)  # fractions of one step
     x = np.concatenate([np.tile(vals, 20000), [3.0]])  # amax 3 -> scale 3/127
     y = quantize_int(x, 8, mode="sr", seed=2024)[:-1].reshape(-1, 4)
-    np.testing.assert_array_equal(y, quantize_int(x, 8, mode="sr", seed=2024)[:-1]
-                                  .reshape(-1, 4))
+    np.testing.assert_array_equal(y, quantize_int(x, 8, mode="sr", seed=2024)[:-1].reshape(-1, 4))
     step = 3.0 / 127
     se = 0.5 * step / np.sqrt(20000)
     assert (np.abs(y.mean(axis=0) - vals) < 5 * se).all()

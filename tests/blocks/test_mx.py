@@ -67,8 +67,14 @@ def test_hand_checked_block() -> None:
 @pytest.mark.parametrize("name", MX_NAMES)
 def test_emax_elem_table(name: str) -> None:
     """OCP MX v1.0 §6.3: shared_exp = floor(log2 amax) - emax_elem, with emax per element."""
-    emax = {"mxfp8_e4m3": 8, "mxfp8_e5m2": 15, "mxfp6_e3m2": 4, "mxfp6_e2m3": 2,
-            "mxfp4": 2, "mxint8": 0}[name]
+    emax = {
+        "mxfp8_e4m3": 8,
+        "mxfp8_e5m2": 15,
+        "mxfp6_e3m2": 4,
+        "mxfp6_e2m3": 2,
+        "mxfp4": 2,
+        "mxint8": 0,
+    }[name]
     assert get_format(name).elem_emax == emax
     for amax in (1.0, 1.5, 3.0, 1000.0, 2.0**-20, 2.0**100 * 1.9):
         x = np.array([amax, -amax / 3, 0.0])
@@ -83,7 +89,7 @@ def test_emax_elem_table(name: str) -> None:
 def test_random_blocks_vs_fraction_oracle(name: str, rule: str, mode: str) -> None:
     rng = np.random.default_rng(hash((name, rule, mode)) % 2**32)
     rows = 6
-    x = (rng.standard_normal((rows, 32)) * 2.0 ** rng.integers(-30, 30, (rows, 1)))
+    x = rng.standard_normal((rows, 32)) * 2.0 ** rng.integers(-30, 30, (rows, 1))
     x[0, :4] = [0.0, -0.0, 5e-324, -1e-310]  # float64 subnormals in a normal block
     x[1] = 0.0
     got = quantize_mx(x, name, scale_rule=rule, mode=mode, impl="reference")
@@ -150,8 +156,9 @@ def test_partial_blocks_and_axes() -> None:
     padded = np.concatenate([x, np.zeros((3, 26), np.float32)], axis=1)
     np.testing.assert_array_equal(got, quantize_mx(padded, "mxfp6_e2m3")[:, :70])
     for j in range(0, 70, 32):  # each block on its own
-        np.testing.assert_array_equal(got[:, j:j + 32], quantize_mx(x[:, j:j + 32],
-                                                                      "mxfp6_e2m3"))
+        np.testing.assert_array_equal(
+            got[:, j : j + 32], quantize_mx(x[:, j : j + 32], "mxfp6_e2m3")
+        )
     t = mx_encode(x, "mxfp6_e2m3")
     assert t.scales.shape == (3, 3) and t.elements.shape == (3, 70)
     # axis handling: blocks along axis 0 equal blocks along the last axis of the transpose
@@ -184,8 +191,9 @@ def test_codes_roundtrip_and_decode_independent(name: str) -> None:
     elem = get_format(name).elem
     vals = np.array([[elem.decode(int(c)) for c in row] for row in t.elements])
     e = np.repeat(t.scale_exponents, 32, axis=1)
-    np.testing.assert_array_equal(np.where(np.isnan(e), np.nan, vals * 2.0**e),
-                                  quantize_mx(x, name))
+    np.testing.assert_array_equal(
+        np.where(np.isnan(e), np.nan, vals * 2.0**e), quantize_mx(x, name)
+    )
     assert t.nbytes == 5 * 64 * elem.bits // 8 + 10
 
 
@@ -225,8 +233,9 @@ def test_dtypes_narrow() -> None:
     x = np.array([3.0, -0.7, 1e-3, 2.0**-20], dtype=np.float16)
     got = quantize_mx(x, "mxfp8_e4m3")
     assert got.dtype == np.float16
-    np.testing.assert_array_equal(got, quantize_mx(x.astype(np.float64),
-                                                   "mxfp8_e4m3").astype(np.float16))
+    np.testing.assert_array_equal(
+        got, quantize_mx(x.astype(np.float64), "mxfp8_e4m3").astype(np.float16)
+    )
     xb = x.astype(ml_dtypes.bfloat16)
     assert quantize_mx(xb, "mxfp4").dtype == xb.dtype
 

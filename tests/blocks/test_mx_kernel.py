@@ -42,8 +42,9 @@ def test_kernel_equals_reference(name: str, rule: str) -> None:
             ref = quantize_mx(x, name, mode=mode, scale_rule=rule, impl="reference")
         got = quantize_mx(x, name, mode=mode, scale_rule=rule, impl="kernel")
         assert got.dtype == np.float32
-        np.testing.assert_array_equal(got.view(np.uint32), ref.view(np.uint32),
-                                      err_msg=f"{name} {rule} {mode}")
+        np.testing.assert_array_equal(
+            got.view(np.uint32), ref.view(np.uint32), err_msg=f"{name} {rule} {mode}"
+        )
 
 
 @pytest.mark.parametrize("name", MX_NAMES)
@@ -86,9 +87,10 @@ def test_torch_and_jax_match_numpy() -> None:
         gb = quantize_mx(xb, name)
         assert gb.dtype == torch.bfloat16
         refb = quantize_mx(xb.to(torch.float64).numpy(), name)
-        np.testing.assert_array_equal(gb.to(torch.float64).numpy(),
-                                      torch.from_numpy(refb).to(torch.bfloat16)
-                                      .to(torch.float64).numpy())
+        np.testing.assert_array_equal(
+            gb.to(torch.float64).numpy(),
+            torch.from_numpy(refb).to(torch.bfloat16).to(torch.float64).numpy(),
+        )
         sr = quantize_mx(torch.from_numpy(x.copy()), name, mode="sr", seed=3)
         np.testing.assert_array_equal(sr.numpy(), quantize_mx(x, name, mode="sr", seed=3))
     jnp = pytest.importorskip("jax.numpy")
@@ -135,17 +137,17 @@ def test_kernel_on_random_bit_patterns(name: str) -> None:
     rng = np.random.default_rng(len(name))
     bits = rng.integers(0, 2**32, (64, 64), dtype=np.uint64).astype(np.uint32)
     x = bits.view(np.float32)
-    narrow = (bits & np.uint32(0x80FFFFFF)) | (rng.integers(100, 150, bits.shape)
-                                               .astype(np.uint32) << np.uint32(23))
+    narrow = (bits & np.uint32(0x80FFFFFF)) | (
+        rng.integers(100, 150, bits.shape).astype(np.uint32) << np.uint32(23)
+    )
     for data in (x, narrow.view(np.float32)):
         for mode in ("rne", "rtz", "ru"):
             for rule in ("floor", "ceil"):
                 with np.errstate(over="ignore"):
-                    ref = quantize_mx(data, name, block=4, mode=mode, scale_rule=rule,
-                                      impl="reference")
-                got = quantize_mx(data, name, block=4, mode=mode, scale_rule=rule,
-                                  impl="kernel")
+                    ref = quantize_mx(
+                        data, name, block=4, mode=mode, scale_rule=rule, impl="reference"
+                    )
+                got = quantize_mx(data, name, block=4, mode=mode, scale_rule=rule, impl="kernel")
                 nan = np.isnan(ref)
                 assert (np.isnan(got) == nan).all()
-                np.testing.assert_array_equal(got.view(np.uint32)[~nan],
-                                              ref.view(np.uint32)[~nan])
+                np.testing.assert_array_equal(got.view(np.uint32)[~nan], ref.view(np.uint32)[~nan])

@@ -19,8 +19,17 @@ from lowbit.rounding.modes import RoundMode
 
 PRESETS = ["mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4", "mxint8"]
 # (mode, rand_bits): every SR kind at several resolutions, and the deterministic modes
-SR_CASES = [("sr", None), ("sr", 1), ("sr", 5), ("sr", 24), ("sr_equal", None),
-            ("sr_bits", 1), ("sr_bits", 3), ("sr_bits", 8), ("sr_bits", 32)]
+SR_CASES = [
+    ("sr", None),
+    ("sr", 1),
+    ("sr", 5),
+    ("sr", 24),
+    ("sr_equal", None),
+    ("sr_bits", 1),
+    ("sr_bits", 3),
+    ("sr_bits", 8),
+    ("sr_bits", 32),
+]
 DET_CASES = [(m, None) for m in ("rna", "rnz", "rtz", "ru", "rd", "ro")]
 
 
@@ -79,10 +88,24 @@ def test_deterministic_modes_equal_reference(name: str, rule: str) -> None:
         _assert_kernel_is_reference(x, name, mode=mode, rand_bits=rb, scale_rule=rule)
 
 
-@pytest.mark.parametrize("shape, block", [((1,), 32), ((5,), 32), ((33,), 32), ((3, 45), 32),
-                                          ((2, 3, 64), 32), ((4, 1, 7), 32), ((3, 45), 7),
-                                          ((2, 50), 1), ((2, 90), 45), ((6, 64), 64),
-                                          ((2, 17), 3), ((0,), 32), ((2, 0), 32)])
+@pytest.mark.parametrize(
+    "shape, block",
+    [
+        ((1,), 32),
+        ((5,), 32),
+        ((33,), 32),
+        ((3, 45), 32),
+        ((2, 3, 64), 32),
+        ((4, 1, 7), 32),
+        ((3, 45), 7),
+        ((2, 50), 1),
+        ((2, 90), 45),
+        ((6, 64), 64),
+        ((2, 17), 3),
+        ((0,), 32),
+        ((2, 0), 32),
+    ],
+)
 def test_shapes_blocks_and_partial_tails(shape: tuple[int, ...], block: int) -> None:
     rng = np.random.default_rng(sum(shape) + block)
     x = (rng.standard_normal(shape) * 2.0 ** rng.integers(-20, 20, shape)).astype(np.float32)
@@ -97,17 +120,33 @@ def test_random_bit_patterns(name: str) -> None:
     blocks of 4 so that many blocks stay finite."""
     rng = np.random.default_rng(50 + PRESETS.index(name))
     bits = rng.integers(0, 2**32, (32, 64), dtype=np.uint64).astype(np.uint32)
-    narrow = (bits & np.uint32(0x80FFFFFF)) | (rng.integers(95, 150, bits.shape)
-                                               .astype(np.uint32) << np.uint32(23))
+    narrow = (bits & np.uint32(0x80FFFFFF)) | (
+        rng.integers(95, 150, bits.shape).astype(np.uint32) << np.uint32(23)
+    )
     for data in (bits.view(np.float32), narrow.view(np.float32)):
-        for mode, rb in (("sr", None), ("sr", 9), ("sr_bits", 6), ("sr_equal", None),
-                         ("ro", None)):
+        for mode, rb in (("sr", None), ("sr", 9), ("sr_bits", 6), ("sr_equal", None), ("ro", None)):
             for rule in ("floor", "ceil"):
                 with np.errstate(over="ignore"):
-                    ref = quantize_mx(data, name, block=4, mode=mode, rand_bits=rb,
-                                      scale_rule=rule, seed=11, impl="reference")
-                got = quantize_mx(data, name, block=4, mode=mode, rand_bits=rb,
-                                  scale_rule=rule, seed=11, impl="kernel")
+                    ref = quantize_mx(
+                        data,
+                        name,
+                        block=4,
+                        mode=mode,
+                        rand_bits=rb,
+                        scale_rule=rule,
+                        seed=11,
+                        impl="reference",
+                    )
+                got = quantize_mx(
+                    data,
+                    name,
+                    block=4,
+                    mode=mode,
+                    rand_bits=rb,
+                    scale_rule=rule,
+                    seed=11,
+                    impl="kernel",
+                )
                 np.testing.assert_array_equal(_bits(got), _bits(ref))
 
 
@@ -136,8 +175,9 @@ def test_float64_inputs_agree_with_the_float32_kernel() -> None:
         quantize_mx(x.astype(np.float64), "mxfp4", mode="sr", seed=1, impl="kernel")
 
 
-def _reference_with_offset(x: np.ndarray, name: str, mode: str, seed: int, rand_bits: int | None,
-                           block: int, offset: int) -> np.ndarray:
+def _reference_with_offset(
+    x: np.ndarray, name: str, mode: str, seed: int, rand_bits: int | None, block: int, offset: int
+) -> np.ndarray:
     """OCP MX §6.3 written out: reference scales, elements ``clip(x / 2^e)`` rounded by
     ``lowbit.round``'s reference with the draw offset, times 2^e, NaN blocks NaN."""
     f = _resolve_format(name)
@@ -147,8 +187,16 @@ def _reference_with_offset(x: np.ndarray, name: str, mode: str, seed: int, rand_
     e = np.where(nan, 0, sc - int(f.scale_fmt.bias))
     q = np.where(nan, 0.0, np.ldexp(x.astype(np.float64), -e))
     q = np.clip(q, -f.elem.max, f.elem.max)
-    r = lb.round(q, f.elem, mode, overflow="saturate", seed=seed, rand_bits=rand_bits,
-                 offset=offset, impl="reference")
+    r = lb.round(
+        q,
+        f.elem,
+        mode,
+        overflow="saturate",
+        seed=seed,
+        rand_bits=rand_bits,
+        offset=offset,
+        impl="reference",
+    )
     with np.errstate(over="ignore"):
         return np.where(nan, np.nan, np.ldexp(r, e)).astype(np.float32)
 
@@ -168,12 +216,27 @@ def test_draw_offsets_across_the_index_words(offset: int) -> None:
             for block in (32, 25):
                 out = np.empty_like(x)
                 scales = np.empty((3, -(-75 // block)), np.uint8)
-                _mx_numba.run(x, out, scales, block, f.elem_emax, f.elem, False, sf.emin,
-                              sf.emax, int(sf.bias), _scale_nan_code(sf), RoundMode(mode),
-                              seed=123, rand_bits=32 if rb is None else rb, offset=offset)
+                _mx_numba.run(
+                    x,
+                    out,
+                    scales,
+                    block,
+                    f.elem_emax,
+                    f.elem,
+                    False,
+                    sf.emin,
+                    sf.emax,
+                    int(sf.bias),
+                    _scale_nan_code(sf),
+                    RoundMode(mode),
+                    seed=123,
+                    rand_bits=32 if rb is None else rb,
+                    offset=offset,
+                )
                 want = _reference_with_offset(x, name, mode, 123, rb, block, offset)
-                np.testing.assert_array_equal(_bits(out), _bits(want),
-                                              err_msg=f"{name} {mode} {block}")
+                np.testing.assert_array_equal(
+                    _bits(out), _bits(want), err_msg=f"{name} {mode} {block}"
+                )
 
 
 def test_zero_offset_oracle_matches_quantize_mx() -> None:

@@ -86,8 +86,9 @@ def test_codes_by_thresholds_are_round_to_nearest_even_exhaustively(fmt):
     v, _, _, tie_down = _grid(f)
     mid = (v[:-1] + v[1:]) / 2
     thr = _ties_to_even(mid, tie_down)
-    xs = np.concatenate([v, mid, np.nextafter(mid, 0), np.nextafter(mid, np.inf),
-                         [f.max * 1.2, 1e30]])
+    xs = np.concatenate(
+        [v, mid, np.nextafter(mid, 0), np.nextafter(mid, np.inf), [f.max * 1.2, 1e30]]
+    )
     want = lb.round(xs, f, "rne", overflow="saturate")
     assert np.array_equal(v[_codes_reference(xs, thr)], want)
 
@@ -145,8 +146,12 @@ def test_power_of_two_scaling_is_exact(k):
     (_, a64, b64), (_, _, bc64) = s2fp8_encode(x64), s2fp8_encode(x64 * 2.0**k)
     u_max = float(np.abs(np.log2(np.abs(x64[x64 != 0]))).max()) + abs(k) + 1
     du = (abs(bc64 - (b64 - a64 * k)) + np.spacing(a64 * u_max)) / a64 + 2 * np.spacing(u_max)
-    np.testing.assert_allclose(s2fp8_round(x64 * 2.0**k), s2fp8_round(x64) * 2.0**k,
-                               rtol=math.log(2) * du + 2 * 2.0**-52, atol=0)
+    np.testing.assert_allclose(
+        s2fp8_round(x64 * 2.0**k),
+        s2fp8_round(x64) * 2.0**k,
+        rtol=math.log(2) * du + 2 * 2.0**-52,
+        atol=0,
+    )
 
 
 def test_general_scaling_is_absorbed_by_beta():
@@ -160,8 +165,9 @@ def test_general_scaling_is_absorbed_by_beta():
     # plus the roundings of the subtraction and division) / alpha, relative
     u_max = float(np.abs(np.log2(np.abs(x[x != 0]))).max()) + 4
     du = (1e-12 * max(1.0, abs(b)) + np.spacing(a * u_max)) / a + 2 * np.spacing(u_max)
-    np.testing.assert_allclose(s2fp8_round(x * c), c * s2fp8_round(x),
-                               rtol=math.log(2) * du + 4 * 2.0**-52, atol=0)
+    np.testing.assert_allclose(
+        s2fp8_round(x * c), c * s2fp8_round(x), rtol=math.log(2) * du + 4 * 2.0**-52, atol=0
+    )
 
 
 # ---- fast path, backends -------------------------------------------------------------------------
@@ -220,7 +226,7 @@ def test_nonfinite_inputs_raise_or_propagate():
         with pytest.raises(ValueError, match="finite"):
             s2fp8_encode(xb)
         out = s2fp8_round(xb, nonfinite="propagate")
-        assert (np.isnan(out[17]) if np.isnan(bad) else out[17] == bad)
+        assert np.isnan(out[17]) if np.isnan(bad) else out[17] == bad
         x0 = xb.copy()
         x0[17] = 0.0
         keep = np.arange(100) != 17

@@ -50,8 +50,20 @@ def test_tables_show_formats_and_memory_per_r(graph, capsys) -> None:
 
 
 def test_json_matches_the_api(graph, capsys) -> None:
-    rc = main(["assign", "--data", "digits", "--batch-size", "64", "--r", "0.5",
-               "--scheme", "smallest_first", "--json"])
+    rc = main(
+        [
+            "assign",
+            "--data",
+            "digits",
+            "--batch-size",
+            "64",
+            "--r",
+            "0.5",
+            "--scheme",
+            "smallest_first",
+            "--json",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     d = json.loads(out)

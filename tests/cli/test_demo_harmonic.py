@@ -24,12 +24,28 @@ def _fp16_rne_stagnation() -> tuple[int, float]:
         s, n = s_new, n + 1
 
 
-def test_demo_harmonic_prints_the_stagnation(capsys: pytest.CaptureFixture[str],
-                                              tmp_path: Path) -> None:
+def test_demo_harmonic_prints_the_stagnation(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     n, value = _fp16_rne_stagnation()
     assert (n, value) == (513, 7.0859375)  # Higham & Pranesh (2019)
-    rc = main(["demo", "harmonic", "--format", "fp16", "--mode", "rne,sr", "--n", "1200",
-               "--runs", "2", "--out", str(tmp_path), "--no-progress"])
+    rc = main(
+        [
+            "demo",
+            "harmonic",
+            "--format",
+            "fp16",
+            "--mode",
+            "rne,sr",
+            "--n",
+            "1200",
+            "--runs",
+            "2",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     row = next(line for line in out.splitlines() if "rne" in line)

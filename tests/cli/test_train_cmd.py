@@ -17,9 +17,24 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_train_digits_w8a8_writes_table_and_plot(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     ckpt = tmp_path / "m.safetensors"
-    rc = main(["train", "--data", "digits", "--model", "cnn-small", "--epochs", "1",
-               "--config", str(ROOT / "configs" / "w8a8.toml"), "--out", str(out),
-               "--no-progress", "--save", str(ckpt)])
+    rc = main(
+        [
+            "train",
+            "--data",
+            "digits",
+            "--model",
+            "cnn-small",
+            "--epochs",
+            "1",
+            "--config",
+            str(ROOT / "configs" / "w8a8.toml"),
+            "--out",
+            str(out),
+            "--no-progress",
+            "--save",
+            str(ckpt),
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     for name in ("history.csv", "history.md", "history.json", "history.png", "config.toml"):
@@ -46,26 +61,59 @@ def test_train_digits_w8a8_writes_table_and_plot(tmp_path: Path, capsys) -> None
 
 
 def test_train_without_config_is_fp32(tmp_path: Path, capsys) -> None:
-    rc = main(["train", "--data", "digits", "--model", "mlp", "--epochs", "2", "--out",
-               str(tmp_path), "--no-progress", "--lr", "0.01", "--seed", "4"])
+    rc = main(
+        [
+            "train",
+            "--data",
+            "digits",
+            "--model",
+            "mlp",
+            "--epochs",
+            "2",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+            "--lr",
+            "0.01",
+            "--seed",
+            "4",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     assert TrainConfig.load(tmp_path / "config.toml") == TrainConfig(
-        model="mlp", data="digits", epochs=2, lr=0.01, seed=4)
+        model="mlp", data="digits", epochs=2, lr=0.01, seed=4
+    )
     with (tmp_path / "history.csv").open() as fh:
         assert [r["epoch"] for r in csv.DictReader(fh)] == ["1", "2"]
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["--model", "resnet-huge"], ["unknown model 'resnet-huge'", "resnet-small"]),
-    (["--data", "cifar"], ["unknown data set 'cifar'", "digits"]),
-    (["--epochs", "0"], ["epochs", ">= 1"]),
-    (["--config", "missing.toml"], ["missing.toml", "not found"]),
-    (["--data", "fashion-mnist", "--data-dir", "/nonexistent/fm"],
-     ["Fashion-MNIST not found", "/nonexistent/fm", "make data", "--data-dir"]),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--model", "resnet-huge"], ["unknown model 'resnet-huge'", "resnet-small"]),
+        (["--data", "cifar"], ["unknown data set 'cifar'", "digits"]),
+        (["--epochs", "0"], ["epochs", ">= 1"]),
+        (["--config", "missing.toml"], ["missing.toml", "not found"]),
+        (
+            ["--data", "fashion-mnist", "--data-dir", "/nonexistent/fm"],
+            ["Fashion-MNIST not found", "/nonexistent/fm", "make data", "--data-dir"],
+        ),
+    ],
+)
 def test_user_errors_exit_2(tmp_path: Path, capsys, argv: list[str], words: list[str]) -> None:
-    rc = main(["train", "--data", "digits", "--model", "mlp", "--out", str(tmp_path),
-               "--no-progress", *argv])
+    rc = main(
+        [
+            "train",
+            "--data",
+            "digits",
+            "--model",
+            "mlp",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+            *argv,
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("lowbit train: error:") and err.count("\n") == 1
     for w in words:

@@ -10,8 +10,11 @@ import lowbit as lb
 from lowbit.formats import presets
 
 SMALL_FLOATS = [f for f in presets().values() if isinstance(f, lb.FloatFormat) and f.bits <= 16]
-SMALL_FLOATS += [lb.FloatFormat(3, 0), lb.FloatFormat(2, 3, special="fnuz", bias=2),
-                 lb.FloatFormat(4, 0, special="fn", signed=False)]
+SMALL_FLOATS += [
+    lb.FloatFormat(3, 0),
+    lb.FloatFormat(2, 3, special="fnuz", bias=2),
+    lb.FloatFormat(4, 0, special="fn", signed=False),
+]
 
 
 @pytest.mark.parametrize("fmt", SMALL_FLOATS, ids=str)

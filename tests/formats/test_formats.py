@@ -85,8 +85,23 @@ def test_fixed_unit_roundoff_and_range(name):
     assert fmt.min == (-(2 ** (f.bits - 1)) * 2.0**-f.frac_bits if signed else 0.0)
 
 
-SMALL = ["fp16", "bf16", "e5m2", "e4m3fn", "e4m3-ieee", "e4m3fnuz", "e5m2fnuz", "e3m2fn",
-         "e2m3fn", "e2m1fn", "e3m4", "e6m5", "e2m0", "e5m2fn", "e3m3fnuz"]
+SMALL = [
+    "fp16",
+    "bf16",
+    "e5m2",
+    "e4m3fn",
+    "e4m3-ieee",
+    "e4m3fnuz",
+    "e5m2fnuz",
+    "e3m2fn",
+    "e2m3fn",
+    "e2m1fn",
+    "e3m4",
+    "e6m5",
+    "e2m0",
+    "e5m2fn",
+    "e3m3fnuz",
+]
 
 
 @pytest.mark.parametrize("name", SMALL)
@@ -136,14 +151,34 @@ def test_decode_exact_rejects_out_of_range_codes():
 
 # ---- names --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("name", "canonical"), [
-    ("e5m10", "fp16"), ("float16", "fp16"), ("half", "fp16"), ("binary16", "fp16"),
-    ("e8m7", "bf16"), ("bfloat16", "bf16"), ("e8m23", "fp32"), ("e11m52", "fp64"),
-    ("e4m3", "e4m3fn"), ("fp8", "e4m3fn"), ("float8_e4m3fn", "e4m3fn"),
-    ("q43", "e4m3-ieee"), ("float8_e4m3", "e4m3-ieee"), ("q52", "e5m2"),
-    ("float8_e5m2", "e5m2"), ("e2m1", "e2m1fn"), ("fp4", "e2m1fn"), ("e3m2", "e3m2fn"),
-    ("e2m3", "e2m3fn"), ("E4M3", "e4m3fn"), (" bf16 ", "bf16"), ("e8m0fnu", "e8m0"),
-])
+
+@pytest.mark.parametrize(
+    ("name", "canonical"),
+    [
+        ("e5m10", "fp16"),
+        ("float16", "fp16"),
+        ("half", "fp16"),
+        ("binary16", "fp16"),
+        ("e8m7", "bf16"),
+        ("bfloat16", "bf16"),
+        ("e8m23", "fp32"),
+        ("e11m52", "fp64"),
+        ("e4m3", "e4m3fn"),
+        ("fp8", "e4m3fn"),
+        ("float8_e4m3fn", "e4m3fn"),
+        ("q43", "e4m3-ieee"),
+        ("float8_e4m3", "e4m3-ieee"),
+        ("q52", "e5m2"),
+        ("float8_e5m2", "e5m2"),
+        ("e2m1", "e2m1fn"),
+        ("fp4", "e2m1fn"),
+        ("e3m2", "e3m2fn"),
+        ("e2m3", "e2m3fn"),
+        ("E4M3", "e4m3fn"),
+        (" bf16 ", "bf16"),
+        ("e8m0fnu", "e8m0"),
+    ],
+)
 def test_names_and_aliases(name, canonical):
     assert lb.get_format(name) == lb.get_format(canonical)
     assert lb.get_format(name).name == canonical
@@ -184,8 +219,9 @@ def test_unknown_name_lists_known_names():
     assert set(known_names()) >= {"bf16", "fp16", "e4m3", "e4m3fn", "mxfp8_e4m3"}
 
 
-@pytest.mark.parametrize("bad", ["e0m3", "e12m3", "e4m99", "q3.60", "int99", "posit<2,0>",
-                                 "e1m3", "fp17", ""])
+@pytest.mark.parametrize(
+    "bad", ["e0m3", "e12m3", "e4m99", "q3.60", "int99", "posit<2,0>", "e1m3", "fp17", ""]
+)
 def test_invalid_names_raise_value_error(bad):
     with pytest.raises(ValueError):
         lb.get_format(bad)
@@ -204,33 +240,39 @@ def test_block_formats_are_not_element_formats():
         get_element_format("mxfp8_e4m3")
 
 
-@pytest.mark.parametrize(("kwargs", "exc"), [
-    (dict(exp_bits=0, man_bits=2), ValueError),
-    (dict(exp_bits=12, man_bits=2), ValueError),
-    (dict(exp_bits=4, man_bits=-1), ValueError),
-    (dict(exp_bits=4, man_bits=53), ValueError),
-    (dict(exp_bits=4, man_bits=3, special="foo"), ValueError),
-    (dict(exp_bits=1, man_bits=3), ValueError),  # IEEE needs a binade for inf/NaN
-    (dict(exp_bits=4, man_bits=3, special="fnuz", signed=False), ValueError),
-    (dict(exp_bits=4.0, man_bits=3), TypeError),
-    (dict(exp_bits=4, man_bits="3"), TypeError),
-    (dict(exp_bits=True, man_bits=3), TypeError),
-    (dict(exp_bits=4, man_bits=3, bias=2.5), TypeError),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "exc"),
+    [
+        (dict(exp_bits=0, man_bits=2), ValueError),
+        (dict(exp_bits=12, man_bits=2), ValueError),
+        (dict(exp_bits=4, man_bits=-1), ValueError),
+        (dict(exp_bits=4, man_bits=53), ValueError),
+        (dict(exp_bits=4, man_bits=3, special="foo"), ValueError),
+        (dict(exp_bits=1, man_bits=3), ValueError),  # IEEE needs a binade for inf/NaN
+        (dict(exp_bits=4, man_bits=3, special="fnuz", signed=False), ValueError),
+        (dict(exp_bits=4.0, man_bits=3), TypeError),
+        (dict(exp_bits=4, man_bits="3"), TypeError),
+        (dict(exp_bits=True, man_bits=3), TypeError),
+        (dict(exp_bits=4, man_bits=3, bias=2.5), TypeError),
+    ],
+)
 def test_invalid_float_format_args(kwargs, exc):
     with pytest.raises(exc):
         lb.FloatFormat(**kwargs)
 
 
-@pytest.mark.parametrize(("cls", "kwargs", "exc"), [
-    (lb.FixedFormat, dict(int_bits=-1, frac_bits=4), ValueError),
-    (lb.FixedFormat, dict(int_bits=40, frac_bits=20), ValueError),
-    (lb.FixedFormat, dict(int_bits=3.0, frac_bits=4), TypeError),
-    (lb.IntFormat, dict(bits=0), ValueError),
-    (lb.IntFormat, dict(bits=1, signed=True), ValueError),
-    (lb.IntFormat, dict(bits=64), ValueError),
-    (lb.IntFormat, dict(bits=8.0), TypeError),
-])
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "exc"),
+    [
+        (lb.FixedFormat, dict(int_bits=-1, frac_bits=4), ValueError),
+        (lb.FixedFormat, dict(int_bits=40, frac_bits=20), ValueError),
+        (lb.FixedFormat, dict(int_bits=3.0, frac_bits=4), TypeError),
+        (lb.IntFormat, dict(bits=0), ValueError),
+        (lb.IntFormat, dict(bits=1, signed=True), ValueError),
+        (lb.IntFormat, dict(bits=64), ValueError),
+        (lb.IntFormat, dict(bits=8.0), TypeError),
+    ],
+)
 def test_invalid_fixed_format_args(cls, kwargs, exc):
     with pytest.raises(exc):
         cls(**kwargs)
@@ -250,8 +292,10 @@ def test_presets_frozen_and_hashable(name):
 
 def test_own_decoder_sanity_on_fp16():
     """A few codes decoded by hand (IEEE 754 §3.4)."""
+
     def dec(c):
         return decode_float_code(c, 5, 10, 15, "ieee")
+
     assert dec(0x3C00) == 1 and dec(0x7BFF) == 65504 and dec(0x0001) == Fr(1, 2**24)
     assert dec(0x8000) == "-0" and dec(0x7C00) == "+inf" and dec(0xFC00) == "-inf"
     assert dec(0x7E00) == "nan" and dec(0xC000) == -2

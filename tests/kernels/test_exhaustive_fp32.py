@@ -44,8 +44,11 @@ def _cast_round_trip(name: str, x: np.ndarray) -> np.ndarray:
             except ImportError:
                 return x.astype(np.float16).astype(np.float32)
             return torch.from_numpy(x).to(torch.float16).to(torch.float32).numpy()
-        dt = {"bf16": ml_dtypes.bfloat16, "e4m3fn": ml_dtypes.float8_e4m3fn,
-              "e5m2": ml_dtypes.float8_e5m2}[name]
+        dt = {
+            "bf16": ml_dtypes.bfloat16,
+            "e4m3fn": ml_dtypes.float8_e4m3fn,
+            "e5m2": ml_dtypes.float8_e5m2,
+        }[name]
         return x.astype(dt).astype(np.float32)
 
 
@@ -62,17 +65,22 @@ def test_every_fp32_input_rne(name: str) -> None:
         x = np.arange(start, start + CHUNK, dtype=np.uint64).astype(np.uint32).view(np.float32)
         lb.round(x, name, "rne", out=out, impl="kernel")
         pieces = [x[:half], x[half:]]
-        for sl, part in zip((slice(0, half), slice(half, CHUNK)),
-                            pool.map(_cast_round_trip, [name, name], pieces), strict=True):
+        for sl, part in zip(
+            (slice(0, half), slice(half, CHUNK)),
+            pool.map(_cast_round_trip, [name, name], pieces),
+            strict=True,
+        ):
             want[sl] = part
         bad = _count_differences(out.view(np.uint32), want.view(np.uint32))
         if bad:
             b, w = out.view(np.uint32), want.view(np.uint32)
             idx = np.flatnonzero(b != w)[:5]
-            raise AssertionError(f"{name}: {bad} differences in chunk {start:#x}, e.g. inputs "
-                                 f"{[hex(start + int(i)) for i in idx]} -> kernel "
-                                 f"{[hex(int(v)) for v in b[idx]]}, cast "
-                                 f"{[hex(int(v)) for v in w[idx]]}")
+            raise AssertionError(
+                f"{name}: {bad} differences in chunk {start:#x}, e.g. inputs "
+                f"{[hex(start + int(i)) for i in idx]} -> kernel "
+                f"{[hex(int(v)) for v in b[idx]]}, cast "
+                f"{[hex(int(v)) for v in w[idx]]}"
+            )
         total += x.size
     pool.shutdown()
     assert total == 1 << 32

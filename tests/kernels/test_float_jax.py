@@ -11,8 +11,24 @@ import lowbit as lb
 
 jnp = pytest.importorskip("jax.numpy")
 
-FORMATS = ["bf16", "fp16", "e4m3", "e5m2", "tf32", "e2m1", "e3m2", "e4m3fnuz", "e8m0", "e6m5",
-           "fp32", lb.FloatFormat(5, 3, special="none"), "q3.12", "int8", "uint8", "uq0.8"]
+FORMATS = [
+    "bf16",
+    "fp16",
+    "e4m3",
+    "e5m2",
+    "tf32",
+    "e2m1",
+    "e3m2",
+    "e4m3fnuz",
+    "e8m0",
+    "e6m5",
+    "fp32",
+    lb.FloatFormat(5, 3, special="none"),
+    "q3.12",
+    "int8",
+    "uint8",
+    "uq0.8",
+]
 MODES = ["rne", "rna", "rnz", "rtz", "ru", "rd", "ro", "sr", "sr_equal", "sr_bits"]
 
 

@@ -49,8 +49,9 @@ def assert_same(got: np.ndarray, want: np.ndarray, x: np.ndarray, what: object =
     bad = np.flatnonzero(~((_bits(got) == _bits(want)) | nan).reshape(-1))
     if bad.size:
         g, w, xx = (np.asarray(a, dtype=np.float64).reshape(-1) for a in (got, want, x))
-        rows = "\n".join(f"  x={xx[i]!r} ({xx[i].hex()}): kernel {g[i]!r}, reference {w[i]!r}"
-                         for i in bad[:6])
+        rows = "\n".join(
+            f"  x={xx[i]!r} ({xx[i].hex()}): kernel {g[i]!r}, reference {w[i]!r}" for i in bad[:6]
+        )
         raise AssertionError(f"{what}: {bad.size} of {g.size} differ, e.g.\n{rows}")
 
 
@@ -106,15 +107,17 @@ def fp32_inputs() -> np.ndarray:
     bits[:3000] &= 0x807FFFFF  # fp32 subnormals
     bits[3000:6000] = (bits[3000:6000] & 0x80FFFFFF) | 0x3F000000  # around 1
     p2 = np.ldexp(np.float32(1), np.arange(-149, 128)).astype(np.float32)
-    near = np.concatenate([p2, np.nextafter(p2, np.float32(0)),
-                           np.nextafter(p2, np.float32(np.inf))])
-    specials = np.array([0.0, np.inf, np.finfo(np.float32).max, np.finfo(np.float32).tiny],
-                        dtype=np.float32)
-    nans = np.array([0x7FC00000, 0x7F800001, 0x7FFFFFFF, 0xFFC00000, 0xFF800001],
-                    dtype=np.uint32).view(np.float32)
+    near = np.concatenate(
+        [p2, np.nextafter(p2, np.float32(0)), np.nextafter(p2, np.float32(np.inf))]
+    )
+    specials = np.array(
+        [0.0, np.inf, np.finfo(np.float32).max, np.finfo(np.float32).tiny], dtype=np.float32
+    )
+    nans = np.array(
+        [0x7FC00000, 0x7F800001, 0x7FFFFFFF, 0xFFC00000, 0xFF800001], dtype=np.uint32
+    ).view(np.float32)
     every_fp16 = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
-    x = np.concatenate([bits.view(np.float32), near, -near, specials, -specials, nans,
-                        every_fp16])
+    x = np.concatenate([bits.view(np.float32), near, -near, specials, -specials, nans, every_fp16])
     x.setflags(write=False)
     return x
 
@@ -125,14 +128,16 @@ def fp64_inputs() -> np.ndarray:
     bits = rng.integers(0, 2**64, 20000, dtype=np.uint64)
     bits[:2000] &= np.uint64(0x800FFFFFFFFFFFFF)  # fp64 subnormals
     bits[2000:6000] = (bits[2000:6000] & np.uint64(0x800FFFFFFFFFFFFF)) | np.uint64(
-        0x3FE0000000000000)  # around 1
+        0x3FE0000000000000
+    )  # around 1
     scaled = rng.standard_normal(6000) * np.exp2(rng.integers(-160, 160, 6000))
     p2 = np.ldexp(1.0, np.arange(-1074, 1024))
     near = np.concatenate([p2, np.nextafter(p2, 0), np.nextafter(p2, np.inf)])
     with np.errstate(invalid="ignore"):  # signalling NaNs
         widened = fp32_inputs()[::4].astype(np.float64)
-    x = np.concatenate([bits.view(np.float64), scaled, near, -near, widened,
-                        [np.inf, -np.inf, np.nan]])
+    x = np.concatenate(
+        [bits.view(np.float64), scaled, near, -near, widened, [np.inf, -np.inf, np.nan]]
+    )
     x.setflags(write=False)
     return x
 
@@ -148,16 +153,44 @@ def grid_ties(fmt: object, dtype: np.dtype, n: int = 3000) -> np.ndarray:
         vals.append(np.ldexp(2 * k + 1, (e - fmt.man_bits - 1).astype(np.int64)))
         mn, ms = fmt.min_normal, fmt.min_subnormal
         ulp_max = 2.0 ** (fmt.emax - fmt.man_bits)
-        vals.append(np.array([fmt.max, fmt.max + ulp_max / 2, fmt.max + ulp_max / 4,
-                              fmt.max + ulp_max, 2 * fmt.max, mn, mn / 2, 0.75 * mn, ms,
-                              ms / 2, 1.5 * ms, 0.75 * ms, 2.5 * ms, mn - ms / 2]))
+        vals.append(
+            np.array(
+                [
+                    fmt.max,
+                    fmt.max + ulp_max / 2,
+                    fmt.max + ulp_max / 4,
+                    fmt.max + ulp_max,
+                    2 * fmt.max,
+                    mn,
+                    mn / 2,
+                    0.75 * mn,
+                    ms,
+                    ms / 2,
+                    1.5 * ms,
+                    0.75 * ms,
+                    2.5 * ms,
+                    mn - ms / 2,
+                ]
+            )
+        )
     else:
         f = fmt.fixed if isinstance(fmt, IntFormat) else fmt
         codes = rng.integers(f.code_min - 4, f.code_max + 4, n).astype(np.float64)
         vals.append(np.ldexp(codes + 0.5, -f.frac_bits))
         vals.append(np.ldexp(codes, -f.frac_bits))
-        vals.append(np.array([f.max, f.min, f.max + f.step / 2, f.min - f.step / 2,
-                              f.step / 2, f.step / 4, 2.0 ** (f.bits - f.frac_bits)]))
+        vals.append(
+            np.array(
+                [
+                    f.max,
+                    f.min,
+                    f.max + f.step / 2,
+                    f.min - f.step / 2,
+                    f.step / 2,
+                    f.step / 4,
+                    2.0 ** (f.bits - f.frac_bits),
+                ]
+            )
+        )
     v = np.concatenate(vals)
     v = v[np.isfinite(v)]
     with np.errstate(over="ignore", invalid="ignore"):
@@ -188,9 +221,14 @@ def random_float_formats(n: int, seed: int) -> list[FloatFormat]:
         special = str(rng.choice(["ieee", "fn", "fnuz", "none"]))
         bias = None if rng.random() < 0.6 else (1 << (e - 1)) - 1 + int(rng.integers(-4, 5))
         try:
-            fmt = FloatFormat(e, m, bias, special,  # type: ignore[arg-type]
-                              signed=special == "fnuz" or rng.random() < 0.9,
-                              has_zero=rng.random() < 0.9)
+            fmt = FloatFormat(
+                e,
+                m,
+                bias,
+                special,  # type: ignore[arg-type]
+                signed=special == "fnuz" or rng.random() < 0.9,
+                has_zero=rng.random() < 0.9,
+            )
         except ValueError:
             continue
         if kernel_covers(fmt):
@@ -226,8 +264,14 @@ def test_presets_every_mode(fmt: object, dtype: type) -> None:
         for sub in subs:
             ov = opts[(i + int(sub)) % len(opts)]
             x = inputs_for(fmt, np.dtype(dtype), ov)
-            check(x, fmt, mode, subnormals=sub, overflow=ov,
-                  rand_bits=[None, 1, 13, 32][i % 4] if mode.startswith("sr") else None)
+            check(
+                x,
+                fmt,
+                mode,
+                subnormals=sub,
+                overflow=ov,
+                rand_bits=[None, 1, 13, 32][i % 4] if mode.startswith("sr") else None,
+            )
 
 
 @pytest.mark.parametrize("fmt", ELEMENTWISE, ids=str)
@@ -252,8 +296,15 @@ def test_random_formats(fmt: object) -> None:
             sub = bool(rng.random() < 0.6)
             x = inputs_for(fmt, np.dtype(dtype), ov)
             x = x[rng.random(x.size) < 0.35]
-            check(x, fmt, mode, subnormals=sub, overflow=ov, offset=int(rng.integers(2**40)),
-                  rand_bits=int(rng.integers(1, 33)) if mode.startswith("sr") else None)
+            check(
+                x,
+                fmt,
+                mode,
+                subnormals=sub,
+                overflow=ov,
+                offset=int(rng.integers(2**40)),
+                rand_bits=int(rng.integers(1, 33)) if mode.startswith("sr") else None,
+            )
 
 
 @st.composite
@@ -277,13 +328,21 @@ def any_format(draw: st.DrawFn) -> object:
 
 
 @settings(max_examples=60, deadline=None)
-@given(fmt=any_format(), mode=st.sampled_from(MODES), sub=st.booleans(),
-       x=hnp.arrays(np.float32, st.integers(1, 300),
-                    elements=st.floats(width=32, allow_nan=True, allow_infinity=True,
-                                       allow_subnormal=True)),
-       seed=st.integers(0, 2**63 - 1), data=st.data())
-def test_hypothesis_formats_and_values(fmt: object, mode: str, sub: bool, x: np.ndarray,
-                                       seed: int, data: st.DataObject) -> None:
+@given(
+    fmt=any_format(),
+    mode=st.sampled_from(MODES),
+    sub=st.booleans(),
+    x=hnp.arrays(
+        np.float32,
+        st.integers(1, 300),
+        elements=st.floats(width=32, allow_nan=True, allow_infinity=True, allow_subnormal=True),
+    ),
+    seed=st.integers(0, 2**63 - 1),
+    data=st.data(),
+)
+def test_hypothesis_formats_and_values(
+    fmt: object, mode: str, sub: bool, x: np.ndarray, seed: int, data: st.DataObject
+) -> None:
     ov = data.draw(st.sampled_from(overflow_options(fmt)))
     rb = data.draw(st.integers(1, 32)) if mode.startswith("sr") else None
     check(x, fmt, mode, subnormals=sub, overflow=ov, seed=seed, rand_bits=rb)
@@ -293,10 +352,12 @@ def test_hypothesis_formats_and_values(fmt: object, mode: str, sub: bool, x: np.
 # ---- stochastic draws: offsets, chunks, blocks -------------------------------------------------
 @pytest.mark.parametrize("mode", ["sr", "sr_equal", "sr_bits"])
 @pytest.mark.parametrize("fmt", ["e4m3", "bf16", "fp16", "e2m1", "q3.4", "e8m0", "fp64"])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, BF16],
-                         ids=["fp32", "fp64", "fp16", "bf16"])
-def test_chunks_with_offset_equal_whole(mode: str, fmt: str, dtype: np.dtype,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "dtype", [np.float32, np.float64, np.float16, BF16], ids=["fp32", "fp64", "fp16", "bf16"]
+)
+def test_chunks_with_offset_equal_whole(
+    mode: str, fmt: str, dtype: np.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Rounding pieces with ``offset=`` equals rounding the whole array, across the 32-bit
     index carry and the widen-round-narrow chunks (made small here)."""
     monkeypatch.setattr(float_numba, "_CHUNK", 777)
@@ -307,9 +368,12 @@ def test_chunks_with_offset_equal_whole(mode: str, fmt: str, dtype: np.dtype,
         whole = lb.round(x, fmt, mode, offset=base, impl="kernel", **kw)
         assert_same(whole, lb.round(x, fmt, mode, offset=base, impl="reference", **kw), x, base)
         cut = 1234
-        parts = np.concatenate([lb.round(x[:cut], fmt, mode, offset=base, impl="kernel", **kw),
-                                lb.round(x[cut:], fmt, mode, offset=base + cut, impl="kernel",
-                                         **kw)])
+        parts = np.concatenate(
+            [
+                lb.round(x[:cut], fmt, mode, offset=base, impl="kernel", **kw),
+                lb.round(x[cut:], fmt, mode, offset=base + cut, impl="kernel", **kw),
+            ]
+        )
         assert_same(parts, whole, x, ("chunks", base))
 
 
@@ -324,8 +388,9 @@ def test_parallel_blocks(dtype: type, fmt: str) -> None:
 
 
 # ---- API contracts -----------------------------------------------------------------------------
-@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, BF16],
-                         ids=["fp32", "fp64", "fp16", "bf16"])
+@pytest.mark.parametrize(
+    "dtype", [np.float32, np.float64, np.float16, BF16], ids=["fp32", "fp64", "fp16", "bf16"]
+)
 def test_dtype_shape_out_and_layouts(dtype: np.dtype) -> None:
     rng = np.random.default_rng(9)
     x = (rng.standard_normal((6, 7, 8)) * 50).astype(dtype)
@@ -349,8 +414,11 @@ def test_dtype_shape_out_and_layouts(dtype: np.dtype) -> None:
     lb.round(y, "e4m3", "sr", seed=1, out=y)
     assert_same(y, want, x)
     # 0-d, Python scalar, empty
-    assert_same(lb.round(np.asarray(x[0, 0, 0]), "e4m3", impl="kernel"),
-                lb.round(np.asarray(x[0, 0, 0]), "e4m3", impl="reference"), x[0, 0, 0])
+    assert_same(
+        lb.round(np.asarray(x[0, 0, 0]), "e4m3", impl="kernel"),
+        lb.round(np.asarray(x[0, 0, 0]), "e4m3", impl="reference"),
+        x[0, 0, 0],
+    )
     assert lb.round(np.empty((0, 3), dtype=dtype), "e4m3", impl="kernel").shape == (0, 3)
     assert lb.round(1.3, "e2m1", impl="kernel") == 1.5
 
@@ -367,10 +435,12 @@ def test_read_only_input_and_fallbacks() -> None:
 
 
 def test_nothing_compiles_at_import() -> None:
-    code = ("import lowbit.kernels.float_numba as F, lowbit.kernels.float_numba_fp64 as K\n"
-            "import lowbit\n"
-            "assert not F._round_f32.signatures and not F._fill32.signatures\n"
-            "assert not K.round_f64.signatures and not K.fill_f64.signatures\n")
+    code = (
+        "import lowbit.kernels.float_numba as F, lowbit.kernels.float_numba_fp64 as K\n"
+        "import lowbit\n"
+        "assert not F._round_f32.signatures and not F._fill32.signatures\n"
+        "assert not K.round_f64.signatures and not K.fill_f64.signatures\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -388,8 +458,13 @@ def test_torch_cpu_equals_numpy(tdtype: str) -> None:
         assert isinstance(r, torch.Tensor) and r.dtype == dt
         return r.view(torch.int16).numpy().view(BF16) if dt == torch.bfloat16 else r.numpy()
 
-    for fmt, mode in [("e4m3", "rne"), ("bf16", "sr"), ("int8", "rd"), ("e8m0", "sr_bits"),
-                      ("fp64", "ru")]:
+    for fmt, mode in [
+        ("e4m3", "rne"),
+        ("bf16", "sr"),
+        ("int8", "rd"),
+        ("e8m0", "sr_bits"),
+        ("fp64", "ru"),
+    ]:
         kw = {"seed": 8, "rand_bits": 4 if mode == "sr_bits" else None}
         want = lb.round(np_in, fmt, mode, impl="reference", **kw)
         res = lb.round(t, fmt, mode, **kw)
@@ -404,8 +479,11 @@ def test_torch_cpu_equals_numpy(tdtype: str) -> None:
     # a non-contiguous input and a tensor that requires grad
     tt = base.to(dt).t()
     np_tt = np.ascontiguousarray(as_np(tt.contiguous()))
-    assert_same(as_np(lb.round(tt, "e5m2", "rna").contiguous()),
-                lb.round(np_tt, "e5m2", "rna", impl="reference"), np_tt)
+    assert_same(
+        as_np(lb.round(tt, "e5m2", "rna").contiguous()),
+        lb.round(np_tt, "e5m2", "rna", impl="reference"),
+        np_tt,
+    )
     g = base.to(dt).requires_grad_(dt.is_floating_point)
     assert lb.round(g, "e4m3").shape == g.shape
 
@@ -423,8 +501,9 @@ def test_torch_views_are_zero_copy(tdtype: str) -> None:
 
 
 # ---- reference bugs: the kernel follows the exact oracle ---------------------------------------
-def _oracle_values(fmt: object, x: np.ndarray, mode: str, overflow: str | None = None,
-                   subnormals: bool = True) -> np.ndarray:
+def _oracle_values(
+    fmt: object, x: np.ndarray, mode: str, overflow: str | None = None, subnormals: bool = True
+) -> np.ndarray:
     from oracle import oracle_for
 
     o = oracle_for(fmt, subnormals)
@@ -432,7 +511,7 @@ def _oracle_values(fmt: object, x: np.ndarray, mode: str, overflow: str | None =
 
 
 TINY_QUANTUM_ABOVE_ONE = [
-    (FixedFormat(10, -4), np.array([5e-324, 1e-320, -2.0**-1060, 3e-310])),
+    (FixedFormat(10, -4), np.array([5e-324, 1e-320, -(2.0**-1060), 3e-310])),
     (FloatFormat(3, 1, bias=-2, special="none"), np.array([5e-324, -1e-320, 2.0**-1070])),
 ]
 HUGE_WRAP = (FixedFormat(7, 24), np.array([2.0**1000, -1e300, 2.0**1000 * 1.5, 1e308]))
@@ -460,8 +539,11 @@ def test_reference_agrees_with_oracle_on_those_inputs() -> None:
     # Regression: the reference once lost tiny fp64 inputs (ldexp underflow with a grid step
     # above 1) and turned huge wrapped fixed-point inputs into NaN.
     for fmt, x in TINY_QUANTUM_ABOVE_ONE:
-        np.testing.assert_array_equal(lb.round(x, fmt, "ru", impl="reference"),
-                                      _oracle_values(fmt, x, "ru"))
+        np.testing.assert_array_equal(
+            lb.round(x, fmt, "ru", impl="reference"), _oracle_values(fmt, x, "ru")
+        )
     fmt, x = HUGE_WRAP
-    np.testing.assert_array_equal(lb.round(x, fmt, "rne", overflow="wrap", impl="reference"),
-                                  _oracle_values(fmt, x, "rne", "wrap"))
+    np.testing.assert_array_equal(
+        lb.round(x, fmt, "rne", overflow="wrap", impl="reference"),
+        _oracle_values(fmt, x, "rne", "wrap"),
+    )

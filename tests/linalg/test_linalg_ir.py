@@ -25,8 +25,9 @@ def test_randsvd_condition_number() -> None:
 @pytest.mark.parametrize("solver", ["lu", "gmres"])
 def test_ir_reaches_fp64_backward_error_for_kappa_1e2(solver: str) -> None:
     A, b, xt = _system(24, 1e2, seed=1)
-    x, info = solve_ir(A, b, factor="fp16", working="fp64", residual="fp64", solver=solver,
-                       x_true=xt)
+    x, info = solve_ir(
+        A, b, factor="fp16", working="fp64", residual="fp64", solver=solver, x_true=xt
+    )
     assert info.converged and info.reason == "converged"
     assert info.backward_errors[-1] <= 2 * U64
     assert backward_error(A, x, b) == info.backward_errors[-1]

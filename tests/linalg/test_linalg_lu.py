@@ -10,8 +10,9 @@ from lowbit import arith
 from lowbit.linalg import lu, lu_solve
 
 
-def _scalar_lu(A: np.ndarray, fmt: str, mode: str, fma: bool
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _scalar_lu(
+    A: np.ndarray, fmt: str, mode: str, fma: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Textbook kij LU with partial pivoting, one lb.arith call per scalar operation."""
     a = np.asarray(lb.round(A, fmt), dtype=np.float64).copy()
     n = a.shape[0]
@@ -29,13 +30,13 @@ def _scalar_lu(A: np.ndarray, fmt: str, mode: str, fma: bool
                 if fma:
                     a[i, j] = arith.fma(-a[i, k], a[k, j], a[i, j], fmt, mode)
                 else:
-                    a[i, j] = arith.sub(a[i, j], arith.mul(a[i, k], a[k, j], fmt, mode), fmt,
-                                        mode)
+                    a[i, j] = arith.sub(a[i, j], arith.mul(a[i, k], a[k, j], fmt, mode), fmt, mode)
     return np.tril(a, -1) + np.eye(n), np.triu(a), np.array(perm)
 
 
-def _scalar_solve(L: np.ndarray, U: np.ndarray, perm: np.ndarray, b: np.ndarray, fmt: str,
-                  mode: str) -> np.ndarray:
+def _scalar_solve(
+    L: np.ndarray, U: np.ndarray, perm: np.ndarray, b: np.ndarray, fmt: str, mode: str
+) -> np.ndarray:
     n = L.shape[0]
     y = np.asarray(lb.round(b[perm], fmt), dtype=np.float64).copy()
     for i in range(n):  # y_i = b_i - sum_j<i l_ij y_j, accumulated in order j = 0, 1, ...
@@ -52,9 +53,17 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and np.array_equal(a.view(np.int64), b.view(np.int64))
 
 
-@pytest.mark.parametrize(("fmt", "mode", "fma"), [
-    ("fp16", "rne", False), ("fp16", "rne", True), ("bf16", "rtz", False),
-    ("bf16", "ru", True), ("e4m3", "rne", False), ("fp16", "rd", False)])
+@pytest.mark.parametrize(
+    ("fmt", "mode", "fma"),
+    [
+        ("fp16", "rne", False),
+        ("fp16", "rne", True),
+        ("bf16", "rtz", False),
+        ("bf16", "ru", True),
+        ("e4m3", "rne", False),
+        ("fp16", "rd", False),
+    ],
+)
 def test_lu_equals_scalar_loop(fmt: str, mode: str, fma: bool) -> None:
     rng = np.random.default_rng(1)
     for n in (1, 2, 5, 7):

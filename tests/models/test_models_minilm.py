@@ -10,8 +10,14 @@ from lowbit.data.errors import DataNotFoundError
 from lowbit.models.minilm import BertConfig, MiniLM, load_minilm
 from lowbit.nn import MatMul
 
-CFG = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
-                 intermediate_size=24, max_position_embeddings=12)
+CFG = BertConfig(
+    vocab_size=50,
+    hidden_size=16,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=24,
+    max_position_embeddings=12,
+)
 
 
 def _model(seed: int = 0) -> MiniLM:
@@ -25,16 +31,28 @@ def _model(seed: int = 0) -> MiniLM:
 
 def _torch_layer(layer: nn.Module) -> nn.TransformerEncoderLayer:
     """The same weights in torch's post-norm encoder layer with exact GELU."""
-    t = nn.TransformerEncoderLayer(CFG.hidden_size, CFG.num_attention_heads,
-                                   CFG.intermediate_size, dropout=0.0, activation="gelu",
-                                   layer_norm_eps=CFG.layer_norm_eps, batch_first=True,
-                                   norm_first=False).double().eval()
+    t = (
+        nn.TransformerEncoderLayer(
+            CFG.hidden_size,
+            CFG.num_attention_heads,
+            CFG.intermediate_size,
+            dropout=0.0,
+            activation="gelu",
+            layer_norm_eps=CFG.layer_norm_eps,
+            batch_first=True,
+            norm_first=False,
+        )
+        .double()
+        .eval()
+    )
     a = layer.attention
     with torch.no_grad():
-        t.self_attn.in_proj_weight.copy_(torch.cat([a.self.query.weight, a.self.key.weight,
-                                                    a.self.value.weight]))
-        t.self_attn.in_proj_bias.copy_(torch.cat([a.self.query.bias, a.self.key.bias,
-                                                  a.self.value.bias]))
+        t.self_attn.in_proj_weight.copy_(
+            torch.cat([a.self.query.weight, a.self.key.weight, a.self.value.weight])
+        )
+        t.self_attn.in_proj_bias.copy_(
+            torch.cat([a.self.query.bias, a.self.key.bias, a.self.value.bias])
+        )
         t.self_attn.out_proj.weight.copy_(a.output.dense.weight)
         t.self_attn.out_proj.bias.copy_(a.output.dense.bias)
         t.norm1.load_state_dict(a.output.LayerNorm.state_dict())
@@ -71,8 +89,9 @@ def test_padding_does_not_change_a_sentence_embedding() -> None:
 
 def test_attention_matmuls_are_lowbit_matmul_modules() -> None:
     names = [n for n, mod in _model().named_modules() if isinstance(mod, MatMul)]
-    assert names == [f"encoder.layer.{i}.attention.self.{w}" for i in range(2)
-                     for w in ("qk", "av")]
+    assert names == [
+        f"encoder.layer.{i}.attention.self.{w}" for i in range(2) for w in ("qk", "av")
+    ]
 
 
 def test_bad_inputs_raise() -> None:

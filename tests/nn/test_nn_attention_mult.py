@@ -51,8 +51,9 @@ def test_float_attention_mult_rounds_operands_exact_products_fp32_sums(gen, fmt)
     y = mm(a, b)
     ar, br = r(a.detach(), fmt), r(b.detach(), fmt)
     terms = ar[..., :, :, None] * br[..., None, :, :]  # exact float64 products (i, m, k, n)
-    assert all(exact_fp32_sums(terms[i, m, :, n]) for i in range(2) for m in range(3)
-               for n in range(5))
+    assert all(
+        exact_fp32_sums(terms[i, m, :, n]) for i in range(2) for m in range(3) for n in range(5)
+    )
     assert torch.equal(y.detach(), torch.from_numpy((ar @ br).astype(np.float32)))
     # the products really are of the rounded operands
     assert not torch.equal(y.detach(), a.detach() @ b.detach())
@@ -105,8 +106,9 @@ def test_linear_layers_ignore_attention_mult_and_mult_replaces_gemm(gen):
     assert q[1].lowbit_gemm is None and q[0].lowbit_gemm is not None
     assert torch.equal(q[0](x), want_lin.detach())
     a, b = torch.randn(2, 5, generator=gen), torch.randn(5, 3, generator=gen)
-    assert torch.equal(q[1](a, b), torch.from_numpy((r(a, "e4m3") @ r(b, "e4m3"))
-                                                    .astype(np.float32)))
+    assert torch.equal(
+        q[1](a, b), torch.from_numpy((r(a, "e4m3") @ r(b, "e4m3")).astype(np.float32))
+    )
     # attention_mult alone: a Linear computes exactly the float layer
     lin = QuantLinear(4, 2, config=QuantConfig(attention_mult="e4m3"))
     assert torch.equal(lin(x), F.linear(x, lin.weight, lin.bias))

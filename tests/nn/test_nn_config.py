@@ -10,13 +10,28 @@ from lowbit.nn import QuantConfig
 from lowbit.nn.config import RECIPES, CastSpec
 
 RICH = QuantConfig(
-    weight="int4", act="e4m3", grad_act="e5m2", grad_weight="bf16", weight_mode="rne",
-    act_mode="rna", grad_mode="sr", granularity="per_group", group_size=16, axis=1,
-    scaling=None, grad_scaling="absmax", output="fp16", overflow="saturate", seed=7,
-    overrides=(("fc*", {"weight": "int8", "granularity": "per_channel", "group_size": None,
-                        "axis": 0}),
-               ("head", {"grad_act": None, "scale": 0.125, "scaling": "fixed"})),
-    skip=("stem.*", "head?"), grad_before_allreduce="e5m2")
+    weight="int4",
+    act="e4m3",
+    grad_act="e5m2",
+    grad_weight="bf16",
+    weight_mode="rne",
+    act_mode="rna",
+    grad_mode="sr",
+    granularity="per_group",
+    group_size=16,
+    axis=1,
+    scaling=None,
+    grad_scaling="absmax",
+    output="fp16",
+    overflow="saturate",
+    seed=7,
+    overrides=(
+        ("fc*", {"weight": "int8", "granularity": "per_channel", "group_size": None, "axis": 0}),
+        ("head", {"grad_act": None, "scale": 0.125, "scaling": "fixed"}),
+    ),
+    skip=("stem.*", "head?"),
+    grad_before_allreduce="e5m2",
+)
 
 
 # ---- validation ---------------------------------------------------------------------------------
@@ -41,21 +56,24 @@ def test_fixed_scaling_needs_a_scale():
         QuantConfig(weight="int8", scaling="fixed")
 
 
-@pytest.mark.parametrize("kw, msg", [
-    (dict(granularity="per_row"), "granularity='per_row'"),
-    (dict(granularity="per_group"), "needs group_size"),
-    (dict(granularity="per_group", group_size=0), "group_size=0"),
-    (dict(group_size=32), "only used with granularity='per_group'"),
-    (dict(scaling="minmax"), "scaling='minmax'"),
-    (dict(grad_scaling="lsq"), "grad_scaling='lsq'"),
-    (dict(overflow="wrap"), "overflow='wrap'"),
-    (dict(scaling="lsq", weight="e4m3"), "lsq' needs integer formats"),
-    (dict(weight="mxfp8", scaling="absmax"), "MX block format"),
-    (dict(weight="uint8", scaling="absmax"), "unsigned"),
-    (dict(grad_act="uint8"), "signed"),
-    (dict(weight="e5m2", weight_mode="sr_bits"), "rand_bits"),
-    (dict(weight="int8", seed=-1), "seed=-1"),
-])
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        (dict(granularity="per_row"), "granularity='per_row'"),
+        (dict(granularity="per_group"), "needs group_size"),
+        (dict(granularity="per_group", group_size=0), "group_size=0"),
+        (dict(group_size=32), "only used with granularity='per_group'"),
+        (dict(scaling="minmax"), "scaling='minmax'"),
+        (dict(grad_scaling="lsq"), "grad_scaling='lsq'"),
+        (dict(overflow="wrap"), "overflow='wrap'"),
+        (dict(scaling="lsq", weight="e4m3"), "lsq' needs integer formats"),
+        (dict(weight="mxfp8", scaling="absmax"), "MX block format"),
+        (dict(weight="uint8", scaling="absmax"), "unsigned"),
+        (dict(grad_act="uint8"), "signed"),
+        (dict(weight="e5m2", weight_mode="sr_bits"), "rand_bits"),
+        (dict(weight="int8", seed=-1), "seed=-1"),
+    ],
+)
 def test_bad_fields_raise_clear_errors(kw, msg):
     kw = {"weight": "int8", **kw}
     with pytest.raises(ValueError, match=msg):
@@ -89,8 +107,11 @@ def test_from_dict_rejects_unknown_keys():
 
 # ---- resolution ---------------------------------------------------------------------------------
 def test_for_layer_applies_matching_overrides_in_order():
-    cfg = QuantConfig(weight="int8", act="int8", overrides=(
-        ("layer*", {"weight": "int4"}), ("layer2", {"weight": "int2", "act": None})))
+    cfg = QuantConfig(
+        weight="int8",
+        act="int8",
+        overrides=(("layer*", {"weight": "int4"}), ("layer2", {"weight": "int2", "act": None})),
+    )
     assert cfg.for_layer("layer1").weight == "int4"
     l2 = cfg.for_layer("layer2")
     assert (l2.weight, l2.act) == ("int2", None)
@@ -100,10 +121,18 @@ def test_for_layer_applies_matching_overrides_in_order():
 
 
 def test_cast_spec_defaults():
-    cfg = QuantConfig(weight="e4m3", act="int8", grad_act="e5m2", grad_weight="int8",
-                      output="bf16", granularity="per_channel", grad_mode="sr")
-    assert cfg.cast_spec("weight") == CastSpec("e4m3", "rne", "absmax", "per_channel", 0,
-                                               None, None, "saturate")
+    cfg = QuantConfig(
+        weight="e4m3",
+        act="int8",
+        grad_act="e5m2",
+        grad_weight="int8",
+        output="bf16",
+        granularity="per_channel",
+        grad_mode="sr",
+    )
+    assert cfg.cast_spec("weight") == CastSpec(
+        "e4m3", "rne", "absmax", "per_channel", 0, None, None, "saturate"
+    )
     assert cfg.cast_spec("act") == CastSpec("int8", "rne", "absmax")
     assert cfg.cast_spec("grad_act") == CastSpec("e5m2", "sr", "none")
     assert cfg.cast_spec("grad_weight") == CastSpec("int8", "sr", "absmax")
@@ -128,8 +157,13 @@ def test_recipes(name):
 
 def test_fp8_recipe_contents():
     c = QuantConfig.from_recipe("fp8")
-    assert (c.weight, c.act, c.grad_act, c.grad_weight, c.grad_mode) == \
-        ("e4m3", "e4m3", "e5m2", "e5m2", "sr")
+    assert (c.weight, c.act, c.grad_act, c.grad_weight, c.grad_mode) == (
+        "e4m3",
+        "e4m3",
+        "e5m2",
+        "e5m2",
+        "sr",
+    )
 
 
 def test_unknown_recipe():
@@ -138,8 +172,12 @@ def test_unknown_recipe():
 
 
 # ---- serialisation -------------------------------------------------------------------------
-CONFIGS = [QuantConfig(), RICH, QuantConfig.from_recipe("fp8"),
-           QuantConfig(weight="int8", scaling="lsq", scale=0.03125, act="uint4")]
+CONFIGS = [
+    QuantConfig(),
+    RICH,
+    QuantConfig.from_recipe("fp8"),
+    QuantConfig(weight="int8", scaling="lsq", scale=0.03125, act="uint4"),
+]
 
 
 @pytest.mark.parametrize("cfg", CONFIGS)
@@ -180,9 +218,14 @@ weight = "int8"
 act = "none"
 """
     cfg = QuantConfig.from_toml(text, table="train.quant")
-    assert cfg == QuantConfig(weight="int4", act="int8", granularity="per_channel", seed=5,
-                              skip=("stem",), overrides=(("fc", {"weight": "int8",
-                                                                  "act": None}),))
+    assert cfg == QuantConfig(
+        weight="int4",
+        act="int8",
+        granularity="per_channel",
+        seed=5,
+        skip=("stem",),
+        overrides=(("fc", {"weight": "int8", "act": None}),),
+    )
     with pytest.raises(ValueError, match="no table 'quant'"):
         QuantConfig.from_toml(text, table="quant")
     with pytest.raises(ValueError, match="invalid TOML"):
@@ -201,9 +244,16 @@ def test_gradient_overflow_reaches_the_loss_scaler(grad_overflow):
     torch = pytest.importorskip("torch")
     from lowbit.nn import QuantConfig, quantize_
 
-    lin = quantize_(torch.nn.Linear(4, 3, bias=False),  # a bare layer: use the returned one
-                    QuantConfig(weight="e4m3", act="e4m3", grad_act="e5m2",
-                                grad_weight="e5m2", grad_overflow=grad_overflow))
+    lin = quantize_(
+        torch.nn.Linear(4, 3, bias=False),  # a bare layer: use the returned one
+        QuantConfig(
+            weight="e4m3",
+            act="e4m3",
+            grad_act="e5m2",
+            grad_weight="e5m2",
+            grad_overflow=grad_overflow,
+        ),
+    )
     x = torch.ones(2, 4, requires_grad=True)
     g = torch.full((2, 3), 1e6)
     lin(x).backward(g)

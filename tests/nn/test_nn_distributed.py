@@ -23,8 +23,14 @@ import lowbit as lb
 from lowbit.nn import QuantConfig, quantize_, rounding_hook, wrap_ddp
 from lowbit.nn.functional import derive_seed, stream_offset
 
-CFG = QuantConfig(weight="e4m3", act="e4m3", grad_act="e5m2", grad_mode="sr", seed=11,
-                  grad_before_allreduce="e5m2")
+CFG = QuantConfig(
+    weight="e4m3",
+    act="e4m3",
+    grad_act="e5m2",
+    grad_mode="sr",
+    seed=11,
+    grad_before_allreduce="e5m2",
+)
 STEPS = 3
 
 
@@ -52,11 +58,15 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
             opt.zero_grad()
             F.cross_entropy(ddp(x), y).backward()
             if step == 0:
-                torch.save([p.grad.clone() for p in model.parameters()],
-                           os.path.join(out_dir, f"grads{rank}.pt"))
+                torch.save(
+                    [p.grad.clone() for p in model.parameters()],
+                    os.path.join(out_dir, f"grads{rank}.pt"),
+                )
             opt.step()
-        torch.save([p.detach().clone() for p in model.parameters()],
-                   os.path.join(out_dir, f"final{rank}.pt"))
+        torch.save(
+            [p.detach().clone() for p in model.parameters()],
+            os.path.join(out_dir, f"final{rank}.pt"),
+        )
     finally:
         dist.destroy_process_group()
 
@@ -86,9 +96,17 @@ def test_ddp_two_ranks_identical_weights_and_oracle_gradient(tmp_path):
 
     loc = [local_grads(r) for r in range(2)]
     for i, got in enumerate(reduced[0]):
-        rounded = [lb.round(loc[r][i].numpy(), "e5m2", "sr", overflow="saturate",
-                            seed=derive_seed(CFG.seed, "allreduce", r, i),
-                            offset=stream_offset(0, 0)) for r in range(2)]
+        rounded = [
+            lb.round(
+                loc[r][i].numpy(),
+                "e5m2",
+                "sr",
+                overflow="saturate",
+                seed=derive_seed(CFG.seed, "allreduce", r, i),
+                offset=stream_offset(0, 0),
+            )
+            for r in range(2)
+        ]
         want = rounded[0] / np.float32(2) + rounded[1] / np.float32(2)
         assert torch.equal(got.view(torch.int32), torch.from_numpy(want).view(torch.int32)), i
         plain = (loc[0][i] + loc[1][i]) / 2

@@ -61,33 +61,49 @@ def test_int_fake_quant_equals_quantize_int_on_false_ties():
     xt, st = torch.from_numpy(x), torch.from_numpy(s)
     t32 = xt / st
     false_ties = ((t32 - torch.round(t32)).abs() == 0.5) & (
-        torch.from_numpy(x.astype(np.float64) / s.astype(np.float64) - k) != 0.5)
+        torch.from_numpy(x.astype(np.float64) / s.astype(np.float64) - k) != 0.5
+    )
     assert int(false_ties.sum()) > 100  # the case this test is about does occur
     got = int_fake_quant(xt, st, -128, 127)
     # quantize_int with a per-element scale: one "channel" per element
-    want = lb.quantize_int(x.reshape(-1, 1), 8, granularity="channel", axis=0,
-                           scale=s.astype(np.float64)).reshape(-1)
+    want = lb.quantize_int(
+        x.reshape(-1, 1), 8, granularity="channel", axis=0, scale=s.astype(np.float64)
+    ).reshape(-1)
     assert bits_equal(got, torch.from_numpy(want))
     naive = torch.clamp(torch.round(t32), -128, 127) * st
     assert not torch.equal(naive, got)  # the plain float32 formula gets some of them wrong
 
 
-@pytest.mark.parametrize("granularity, axis, group", [
-    ("per_tensor", 0, None), ("per_channel", 0, None), ("per_channel", 1, None),
-    ("per_group", 1, 8), ("per_group", 0, 4)])
+@pytest.mark.parametrize(
+    "granularity, axis, group",
+    [
+        ("per_tensor", 0, None),
+        ("per_channel", 0, None),
+        ("per_channel", 1, None),
+        ("per_group", 1, 8),
+        ("per_group", 0, 4),
+    ],
+)
 @pytest.mark.parametrize("bits", [8, 4])
 def test_int_quantizer_matches_quantize_int(gen, granularity, axis, group, bits):
     w = torch.randn(12, 32, generator=gen) * torch.linspace(0.1, 3, 32)
     w[3] = 0.0  # an all-zero channel/group gets scale 1
-    q = IntQuantizer(spec(weight=f"int{bits}", granularity=granularity, group_size=group,
-                          axis=axis if granularity != "per_tensor" else None))
+    q = IntQuantizer(
+        spec(
+            weight=f"int{bits}",
+            granularity=granularity,
+            group_size=group,
+            axis=axis if granularity != "per_tensor" else None,
+        )
+    )
     got = q.round_value(w)
     s = q.scale_of(w)
     assert s.dtype == torch.float32
     qmax = 2 ** (bits - 1) - 1
     lbg = granularity.removeprefix("per_")
-    amax, _ = lb.blocks.intquant.int_params(w.numpy(), bits, granularity=lbg, axis=axis,
-                                            group_size=group or 1)
+    amax, _ = lb.blocks.intquant.int_params(
+        w.numpy(), bits, granularity=lbg, axis=axis, group_size=group or 1
+    )
     amax = amax * qmax  # int_params reports amax / qmax
     want_s = np.where(amax > 0, np.float32(amax) / np.float32(qmax), np.float32(1))
     if granularity == "per_group":
@@ -99,8 +115,14 @@ def test_int_quantizer_matches_quantize_int(gen, granularity, axis, group, bits)
     else:
         s_p = s
     assert bits_equal(s_p, torch.from_numpy(np.asarray(want_s, dtype=np.float32)))
-    want = lb.quantize_int(w.numpy(), bits, granularity=lbg, axis=axis, group_size=group or 1,
-                           scale=s_p.double().numpy())
+    want = lb.quantize_int(
+        w.numpy(),
+        bits,
+        granularity=lbg,
+        axis=axis,
+        group_size=group or 1,
+        scale=s_p.double().numpy(),
+    )
     assert bits_equal(got, torch.from_numpy(want))
 
 
@@ -124,9 +146,18 @@ def test_int_fake_quant_float64_and_nan(gen):
 
 
 # ---- float formats -----------------------------------------------------------------------------
-@pytest.mark.parametrize("fmt, mode", [("e4m3", "rne"), ("e5m2", "rne"), ("bf16", "rne"),
-                                       ("e5m2", "sr"), ("fp16", "rtz"), ("q3.12", "rne"),
-                                       ("e3m2", "rna")])
+@pytest.mark.parametrize(
+    "fmt, mode",
+    [
+        ("e4m3", "rne"),
+        ("e5m2", "rne"),
+        ("bf16", "rne"),
+        ("e5m2", "sr"),
+        ("fp16", "rtz"),
+        ("q3.12", "rne"),
+        ("e3m2", "rna"),
+    ],
+)
 def test_float_quantizer_equals_lb_round(gen, fmt, mode):
     x = torch.randn(7, 33, generator=gen) * 300
     q = FloatQuantizer(spec(weight=fmt, weight_mode=mode), seed=5)
@@ -144,8 +175,10 @@ def test_float_quantizer_equals_lb_round(gen, fmt, mode):
 def test_float_quantizer_non_contiguous_input(gen):
     x = torch.randn(16, 9, generator=gen).t()
     q = FloatQuantizer(spec(weight="e4m3"))
-    assert bits_equal(q.round_value(x), torch.from_numpy(
-        lb.round(x.contiguous().numpy(), "e4m3", overflow="saturate")))
+    assert bits_equal(
+        q.round_value(x),
+        torch.from_numpy(lb.round(x.contiguous().numpy(), "e4m3", overflow="saturate")),
+    )
 
 
 def _pow2_oracle(amax: float, fmax: float) -> float:
@@ -156,7 +189,7 @@ def _pow2_oracle(amax: float, fmax: float) -> float:
     e = math.floor(math.log2(r)) - 2
     while Fraction(2) ** e < r:
         e += 1
-    return 2.0 ** e
+    return 2.0**e
 
 
 def test_pow2_scale_exact_at_powers_of_two():
@@ -190,8 +223,9 @@ def test_fixed_scale_float_and_int(gen):
     assert bits_equal(qf.round_value(x), torch.from_numpy(want))
     qi = make_quantizer(spec(act="int4", scale=0.25, role="act"), role="act")
     assert isinstance(qi, IntQuantizer)
-    assert bits_equal(qi.round_value(x),
-                      torch.from_numpy(lb.quantize_int(x.numpy(), 4, scale=0.25)))
+    assert bits_equal(
+        qi.round_value(x), torch.from_numpy(lb.quantize_int(x.numpy(), 4, scale=0.25))
+    )
 
 
 def test_mx_quantizer_blocks_along_the_reduction_axis(gen):
@@ -209,8 +243,9 @@ def test_fake_quantize_forward_rounds_backward_ste_then_rounds(gen):
     fwd = FloatQuantizer(spec(weight="e4m3")).rounder()
     bwd = FloatQuantizer(spec(weight="e5m2")).rounder()
     y = fake_quantize(x, fwd, bwd)
-    assert bits_equal(y.detach(), torch.from_numpy(lb.round(x.detach().numpy(), "e4m3",
-                                                            overflow="saturate")))
+    assert bits_equal(
+        y.detach(), torch.from_numpy(lb.round(x.detach().numpy(), "e4m3", overflow="saturate"))
+    )
     y.backward(g)
     want = lb.round(g.numpy(), "e5m2", overflow="saturate")
     assert bits_equal(x.grad, torch.from_numpy(want))
@@ -231,7 +266,8 @@ def test_gradcheck_identity_format_fp64(gen):
     q = FloatQuantizer(spec(weight="fp64"))
     x = torch.randn(6, generator=gen, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda t: fake_quantize(t * t, q.rounder(), q.rounder()).sin(), (x,))
+        lambda t: fake_quantize(t * t, q.rounder(), q.rounder()).sin(), (x,)
+    )
 
 
 # ---- LSQ ---------------------------------------------------------------------------------------
@@ -239,8 +275,7 @@ def test_lsq_forward_equals_quantize_int(gen):
     x = torch.randn(300, generator=gen)
     s = torch.tensor(0.0371)
     got = lsq_quantize(x, s, 8, 7)
-    assert bits_equal(got.detach(), torch.from_numpy(
-        lb.quantize_int(x.numpy(), 4, scale=float(s))))
+    assert bits_equal(got.detach(), torch.from_numpy(lb.quantize_int(x.numpy(), 4, scale=float(s))))
 
 
 def test_lsq_gradients_by_hand():
@@ -291,8 +326,9 @@ def test_lsq_gradient_scale_default():
 
 def test_lsq_quantizer_init_and_grad_scale(gen):
     w = torch.randn(5, 8, generator=gen)
-    q = LSQQuantizer(spec(weight="int4", scaling="lsq", granularity="per_channel"),
-                     role="weight", init=w)
+    q = LSQQuantizer(
+        spec(weight="int4", scaling="lsq", granularity="per_channel"), role="weight", init=w
+    )
     want = 2 * w.abs().mean(1) / math.sqrt(7)
     assert torch.equal(q.scale.detach(), want)
     assert q.grad_scale(w) == 1 / math.sqrt(8 * 7)  # N = weights per scale
@@ -312,12 +348,15 @@ def test_lsq_gradcheck_in_clipped_region():
     x = torch.tensor([2.0, -3.0, 5.0, 1.75, -2.5], dtype=torch.float64, requires_grad=True)
     s = torch.tensor(0.25, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda xx, ss: lsq_quantize(xx, ss, 4, 3, grad_scale=1.0), (x, s))
+        lambda xx, ss: lsq_quantize(xx, ss, 4, 3, grad_scale=1.0), (x, s)
+    )
     sc = torch.tensor([0.25, 0.125], dtype=torch.float64, requires_grad=True)
-    x2 = torch.tensor([[2.0, -3.0, 5.0], [1.0, -0.75, 0.5]], dtype=torch.float64,
-                      requires_grad=True)
+    x2 = torch.tensor(
+        [[2.0, -3.0, 5.0], [1.0, -0.75, 0.5]], dtype=torch.float64, requires_grad=True
+    )
     assert torch.autograd.gradcheck(
-        lambda xx, ss: lsq_quantize(xx, ss.view(2, 1), 4, 3, grad_scale=1.0), (x2, sc))
+        lambda xx, ss: lsq_quantize(xx, ss.view(2, 1), 4, 3, grad_scale=1.0), (x2, sc)
+    )
 
 
 def test_lsq_backward_rounds_input_gradient(gen):

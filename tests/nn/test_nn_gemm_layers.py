@@ -97,8 +97,11 @@ def test_linear_gemm_forward_and_grads_equal_direct_lowbit_matmul(gen):
     wq = r(lin.weight.detach(), "e4m3")
     y_or = lb.matmul(xq, wq.T, preset="bf16-acc").astype(np.float32) + lin.bias.detach().numpy()
     assert torch.equal(y.detach(), torch.from_numpy(y_or.reshape(2, 3, 5)))
-    plain = F.linear(torch.from_numpy(xq.astype(np.float32)), torch.from_numpy(
-        wq.astype(np.float32)), lin.bias.detach())
+    plain = F.linear(
+        torch.from_numpy(xq.astype(np.float32)),
+        torch.from_numpy(wq.astype(np.float32)),
+        lin.bias.detach(),
+    )
     assert not torch.equal(y.detach().reshape(6, 5), plain)  # bf16 accumulation did round
     dy = dyadic(gen, (2, 3, 5), scale=64)
     y.backward(dy)
@@ -122,8 +125,11 @@ def test_linear_gemm_fp64_matches_float64_torch_reference(gen):
     g = torch.randn(5, 4, generator=gen, dtype=torch.float64)
     y.backward(g)
     y2.backward(g)
-    for a, b in ((x.grad, x2.grad), (lin.weight.grad, ref.weight.grad),
-                 (lin.bias.grad, ref.bias.grad)):
+    for a, b in (
+        (x.grad, x2.grad),
+        (lin.weight.grad, ref.weight.grad),
+        (lin.bias.grad, ref.bias.grad),
+    ):
         torch.testing.assert_close(a, b, rtol=1e-14, atol=1e-14)
 
 
@@ -131,8 +137,7 @@ def test_linear_gemm_fp64_matches_float64_torch_reference(gen):
 def patches(x: np.ndarray, k: tuple[int, int], stride, dilation, padding, groups, mode):
     """(G, N·Ho·Wo, C_g·kh·kw) patches by Python loops; rows (n, ho, wo), cols (c, i, j)."""
     ph, pw = padding
-    pad_mode = "constant" if mode == "zeros" else {"reflect": "reflect",
-                                                   "circular": "wrap"}[mode]
+    pad_mode = "constant" if mode == "zeros" else {"reflect": "reflect", "circular": "wrap"}[mode]
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), mode=pad_mode)
     n, c, h, w = xp.shape
     kh, kw = k
@@ -149,17 +154,24 @@ def patches(x: np.ndarray, k: tuple[int, int], stride, dilation, padding, groups
                     for ci in range(g * cg, (g + 1) * cg):
                         for i in range(kh):
                             for j in range(kw):
-                                out[g, row, col] = xp[b, ci, oi * stride[0] + i * dilation[0],
-                                                      oj * stride[1] + j * dilation[1]]
+                                out[g, row, col] = xp[
+                                    b,
+                                    ci,
+                                    oi * stride[0] + i * dilation[0],
+                                    oj * stride[1] + j * dilation[1],
+                                ]
                                 col += 1
                     row += 1
     return out, (ho, wo), xp.shape
 
 
-@pytest.mark.parametrize("kw", [
-    dict(stride=2, padding=1, dilation=1, groups=2, padding_mode="zeros"),
-    dict(stride=1, padding=2, dilation=2, groups=1, padding_mode="reflect"),
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(stride=2, padding=1, dilation=1, groups=2, padding_mode="zeros"),
+        dict(stride=1, padding=2, dilation=2, groups=1, padding_mode="reflect"),
+    ],
+)
 def test_conv2d_gemm_equals_loop_built_patches_times_weight(gen, kw):
     preset = "fp16-acc"
     conv = QuantConv2d(4, 6, 3, bias=True, config=QuantConfig(gemm=preset), **kw)
@@ -167,9 +179,15 @@ def test_conv2d_gemm_equals_loop_built_patches_times_weight(gen, kw):
         conv.weight.copy_(dyadic(gen, conv.weight.shape, scale=16))
     x = dyadic(gen, (2, 4, 6, 5), scale=4).requires_grad_(True)
     y = conv(x)
-    P, (ho, wo), _ = patches(x.detach().numpy().astype(np.float64), (3, 3),
-                             (kw["stride"],) * 2, (kw["dilation"],) * 2, (kw["padding"],) * 2,
-                             kw["groups"], kw["padding_mode"])
+    P, (ho, wo), _ = patches(
+        x.detach().numpy().astype(np.float64),
+        (3, 3),
+        (kw["stride"],) * 2,
+        (kw["dilation"],) * 2,
+        (kw["padding"],) * 2,
+        kw["groups"],
+        kw["padding_mode"],
+    )
     G = kw["groups"]
     W = conv.weight.detach().numpy().astype(np.float64).reshape(G, 6 // G, -1)
     y_or = np.stack([lb.matmul(P[g], W[g].T, preset=preset) for g in range(G)])  # (G, NL, Og)
@@ -184,8 +202,9 @@ def test_conv2d_gemm_equals_loop_built_patches_times_weight(gen, kw):
     Gy = dy.numpy().astype(np.float64).reshape(2, G, 6 // G, ho * wo).transpose(1, 0, 3, 2)
     Gy = Gy.reshape(G, 2 * ho * wo, 6 // G)
     dw = np.stack([lb.matmul(P[g].T, Gy[g], preset=preset).T for g in range(G)])
-    assert torch.equal(conv.weight.grad, torch.from_numpy(dw.reshape(conv.weight.shape)
-                                                          .astype(np.float32)))
+    assert torch.equal(
+        conv.weight.grad, torch.from_numpy(dw.reshape(conv.weight.shape).astype(np.float32))
+    )
     assert torch.equal(conv.bias.grad, dy.sum((0, 2, 3)))
     if kw["padding_mode"] != "zeros":
         return
@@ -222,14 +241,18 @@ def test_conv1d_gemm_fp64_matches_float64_torch_reference(gen):
     g = torch.randn(y.shape, generator=gen, dtype=torch.float64)
     y.backward(g)
     y2.backward(g)
-    for a, b in ((x.grad, x2.grad), (conv.weight.grad, ref.weight.grad),
-                 (conv.bias.grad, ref.bias.grad)):
+    for a, b in (
+        (x.grad, x2.grad),
+        (conv.weight.grad, ref.weight.grad),
+        (conv.bias.grad, ref.bias.grad),
+    ):
         torch.testing.assert_close(a, b, rtol=1e-14, atol=1e-14)
     # unbatched input and padding="same"
     c2 = QuantConv1d(4, 4, 3, padding="same", config=QuantConfig(gemm="fp64")).double()
     xu = torch.randn(4, 9, generator=gen, dtype=torch.float64)
-    torch.testing.assert_close(c2(xu), F.conv1d(xu, c2.weight, c2.bias, padding="same"),
-                               rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(
+        c2(xu), F.conv1d(xu, c2.weight, c2.bias, padding="same"), rtol=1e-14, atol=1e-14
+    )
 
 
 # ---- MatMul ------------------------------------------------------------------------------------
@@ -240,8 +263,9 @@ def test_matmul_gemm_broadcast_forward_and_grads_equal_direct_lowbit_matmul(gen)
     b = (torch.randn(4, 5, generator=gen) * 3).requires_grad_(True)
     y = mm(a, b)
     an, bn = a.detach().numpy().astype(np.float64), b.detach().numpy().astype(np.float64)
-    assert torch.equal(y.detach(), torch.from_numpy(
-        lb.matmul(an, bn, preset=preset).astype(np.float32)))
+    assert torch.equal(
+        y.detach(), torch.from_numpy(lb.matmul(an, bn, preset=preset).astype(np.float32))
+    )
     g = dyadic(gen, (2, 3, 5), scale=16)
     y.backward(g)
     ar, br, gn = r(an, "bf16"), r(bn, "bf16"), g.numpy().astype(np.float64)
@@ -261,8 +285,12 @@ def test_stochastic_gemm_uses_derived_seed_per_step(gen):
     x = torch.randn(4, 16, generator=gen)
     outs = [lin(x).detach() for _ in range(2)]
     for t, out in enumerate(outs):
-        want = lb.matmul(x.numpy(), lin.weight.detach().numpy().T, preset=lin.lowbit_gemm,
-                         seed=derive_seed(5, "fc", "gemm", t))
+        want = lb.matmul(
+            x.numpy(),
+            lin.weight.detach().numpy().T,
+            preset=lin.lowbit_gemm,
+            seed=derive_seed(5, "fc", "gemm", t),
+        )
         assert np.array_equal(out.numpy(), want)
     assert not torch.equal(outs[0], outs[1])  # fresh random bits every training step
     lin.eval()
@@ -270,16 +298,22 @@ def test_stochastic_gemm_uses_derived_seed_per_step(gen):
 
 
 def test_quantize_swaps_gemm_layers_and_matches_float64_model(gen):
-    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, groups=2), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(4 * 5 * 5, 3), nn.Embedding(3, 2)).double()
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1, groups=2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 5 * 5, 3),
+        nn.Embedding(3, 2),
+    ).double()
     ref = nn.Sequential(*list(model.children())[:4])
     x = torch.randn(2, 2, 5, 5, generator=gen, dtype=torch.float64)
     want = ref(x)
     q = quantize_(model, QuantConfig(gemm="fp64"))
     assert q[0].lowbit_gemm == lb.GemmConfig() and q[3].lowbit_gemm == lb.GemmConfig()
     assert isinstance(q[4], QuantEmbedding) and q[4].lowbit_gemm is None  # no matmul
-    torch.testing.assert_close(nn.Sequential(*list(q.children())[:4])(x), want, rtol=1e-14,
-                               atol=1e-14)
+    torch.testing.assert_close(
+        nn.Sequential(*list(q.children())[:4])(x), want, rtol=1e-14, atol=1e-14
+    )
     idx = torch.tensor([2, 0])
     assert torch.equal(q[4](idx), F.embedding(idx, q[4].weight))
     back = dequantize_(q)
@@ -288,8 +322,9 @@ def test_quantize_swaps_gemm_layers_and_matches_float64_model(gen):
 
 
 def test_matmul_module_float_swap_keeps_gemm_dict_config():
-    cfg = QuantConfig.from_json(QuantConfig(gemm=GemmConfig(mult="e5m2", acc="fp32",
-                                                            block_k=4).to_dict()).to_json())
+    cfg = QuantConfig.from_json(
+        QuantConfig(gemm=GemmConfig(mult="e5m2", acc="fp32", block_k=4).to_dict()).to_json()
+    )
     m = quantize_(nn.Sequential(MatMul()), cfg)
     assert m[0].lowbit_gemm == GemmConfig(mult="e5m2", acc="fp32", block_k=4)
     a, b = torch.randn(3, 8), torch.randn(8, 2)

@@ -108,8 +108,9 @@ def _int8_scale(a: np.ndarray, axis=None) -> np.ndarray:
 def test_linear_backward_by_hand_int8(gen):
     """int8 everywhere (weights per output channel). Data with amax = 127·2^-k make the scales
     powers of two, so the float32 matmuls of dequantized values are exact."""
-    cfg = QuantConfig(weight="int8", act="int8", grad_act="int8", grad_weight="int8",
-                      granularity="per_channel")
+    cfg = QuantConfig(
+        weight="int8", act="int8", grad_act="int8", grad_weight="int8", granularity="per_channel"
+    )
     lin = QuantLinear(6, 5, bias=False, config=cfg)
     w = signed_uniform(gen, (5, 6), 0.1, 1.9)
     w[:, 0] = 127 / 64  # each row's amax: scale 1/64
@@ -152,8 +153,13 @@ def test_stochastic_backward_follows_documented_streams(gen):
         assert int(fc.lowbit_step) == step + 1
 
         def sr(a, role, stream, step=step):
-            return r(a, "e5m2" if role.startswith("grad") else "e4m3", "sr",
-                     seed=derive_seed(3, "fc", role), offset=stream_offset(step, stream))
+            return r(
+                a,
+                "e5m2" if role.startswith("grad") else "e4m3",
+                "sr",
+                seed=derive_seed(3, "fc", role),
+                offset=stream_offset(step, stream),
+            )
 
         xq = sr(x0, "act", 0)
         wq = r(fc.weight.detach(), "e4m3")  # weight_mode stays rne
@@ -161,10 +167,12 @@ def test_stochastic_backward_follows_documented_streams(gen):
         dx, dw = G @ wq, G.T @ xq
         assert exact_in_fp32(dx) and exact_in_fp32(dw)
         assert bits_equal(x.grad, torch.from_numpy(sr(dx, "grad_act", 1).astype(np.float32)))
-        assert bits_equal(fc.weight.grad,
-                          torch.from_numpy(sr(dw, "grad_weight", 0).astype(np.float32)))
-        assert bits_equal(fc.bias.grad,
-                          torch.from_numpy(sr(G.sum(0), "grad_weight", 1).astype(np.float32)))
+        assert bits_equal(
+            fc.weight.grad, torch.from_numpy(sr(dw, "grad_weight", 0).astype(np.float32))
+        )
+        assert bits_equal(
+            fc.bias.grad, torch.from_numpy(sr(G.sum(0), "grad_weight", 1).astype(np.float32))
+        )
         grads.append(x.grad.clone())
     assert not torch.equal(grads[0], grads[1])  # fresh random bits every step
 
@@ -175,8 +183,7 @@ def test_stochastic_runs_are_reproducible_and_seeded(gen):
 
     def run(seed):
         torch.manual_seed(0)
-        m = quantize_(nn.Sequential(nn.Linear(6, 5)), QuantConfig(**FP8, grad_mode="sr",
-                                                                   seed=seed))
+        m = quantize_(nn.Sequential(nn.Linear(6, 5)), QuantConfig(**FP8, grad_mode="sr", seed=seed))
         out = []
         for _ in range(3):
             m.zero_grad()
@@ -258,14 +265,16 @@ def test_embedding_forward_and_backward_by_hand(gen):
 
 
 # ---- fp64 identity path: exact autograd ----------------------------------------------------------
-FP64 = QuantConfig(weight="fp64", act="fp64", grad_act="fp64", grad_weight="fp64",
-                   output="fp64")
+FP64 = QuantConfig(weight="fp64", act="fp64", grad_act="fp64", grad_weight="fp64", output="fp64")
 
 
-@pytest.mark.parametrize("make", [
-    lambda: QuantLinear(4, 3, config=FP64, dtype=torch.float64),
-    lambda: QuantConv2d(2, 3, 3, padding=1, config=FP64, dtype=torch.float64),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: QuantLinear(4, 3, config=FP64, dtype=torch.float64),
+        lambda: QuantConv2d(2, 3, 3, padding=1, config=FP64, dtype=torch.float64),
+    ],
+)
 def test_gradcheck_fp64_config(make, gen):
     layer = make()
     shape = (2, 4) if isinstance(layer, QuantLinear) else (1, 2, 4, 4)
@@ -273,8 +282,8 @@ def test_gradcheck_fp64_config(make, gen):
     w = layer.weight.detach().clone().requires_grad_()
     b = layer.bias.detach().clone().requires_grad_()
     assert torch.autograd.gradcheck(
-        lambda xx, ww, bb: functional_call(layer, {"weight": ww, "bias": bb}, (xx,)),
-        (x, w, b))
+        lambda xx, ww, bb: functional_call(layer, {"weight": ww, "bias": bb}, (xx,)), (x, w, b)
+    )
 
 
 def test_gradcheck_fp64_matmul(gen):

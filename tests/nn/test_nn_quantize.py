@@ -41,8 +41,9 @@ class Net(nn.Module):
         self.bn = nn.BatchNorm2d(4)
         self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
         self.score = MatMul()
-        self.blocks = nn.Sequential(OrderedDict(fc1=nn.Linear(8, 8), act=nn.ReLU(),
-                                                fc2=nn.Linear(8, 8)))
+        self.blocks = nn.Sequential(
+            OrderedDict(fc1=nn.Linear(8, 8), act=nn.ReLU(), fc2=nn.Linear(8, 8))
+        )
         self.sub = MyLinear(8, 8)
         self.head = nn.Linear(8 + 4, 3)
 
@@ -106,8 +107,9 @@ def test_parameters_and_state_dict_keys_are_kept():
     params = dict(net.named_parameters())
     sd = net.state_dict()
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
-    quantize_(net, QuantConfig(weight="int8", act="int8", scaling="lsq", grad_mode="sr",
-                               grad_act="bf16"))
+    quantize_(
+        net, QuantConfig(weight="int8", act="int8", scaling="lsq", grad_mode="sr", grad_act="bf16")
+    )
     new_params = dict(net.named_parameters())
     for k, p in params.items():
         assert new_params[k] is p  # the same Parameter objects
@@ -126,8 +128,15 @@ def test_parameters_and_state_dict_keys_are_kept():
 
 
 def test_overrides_skip_and_filter_fn():
-    cfg = QuantConfig(weight="int8", act="int8", skip=("conv*",), overrides=(
-        ("blocks.*", {"weight": "int4"}), ("blocks.fc2", {"act": None, "weight_mode": "rtz"})))
+    cfg = QuantConfig(
+        weight="int8",
+        act="int8",
+        skip=("conv*",),
+        overrides=(
+            ("blocks.*", {"weight": "int4"}),
+            ("blocks.fc2", {"act": None, "weight_mode": "rtz"}),
+        ),
+    )
     net = quantize_(make_net(), cfg, filter_fn=lambda m, name: name != "emb")
     assert type(net.conv1) is nn.Conv1d and type(net.conv2) is nn.Conv2d
     assert type(net.emb) is nn.Embedding
@@ -149,8 +158,11 @@ def test_summary_lists_every_layer():
     net = quantize_(make_net(), QuantConfig.from_recipe("fp8"))
     s = summary(net)
     names = [r["layer"] for r in s.rows]
-    leaves = [n for n, m in make_net().named_modules()
-              if not m._modules or any(True for _ in m.parameters(recurse=False))]
+    leaves = [
+        n
+        for n, m in make_net().named_modules()
+        if not m._modules or any(True for _ in m.parameters(recurse=False))
+    ]
     assert sorted(names) == sorted(set(leaves) - {""})
     row = {r["layer"]: r for r in s.rows}
     assert row["head"]["weight"] == "e4m3 rne sat"
@@ -198,8 +210,9 @@ def test_bare_layer_and_shared_module():
 def test_layer_errors_name_the_layer():
     cfg = QuantConfig(weight="int8", granularity="per_channel", axis=2)
     with pytest.raises(ValueError, match=r"layer 'blocks.fc1': axis=2 is out of range"):
-        quantize_(nn.Sequential(OrderedDict(blocks=nn.Sequential(OrderedDict(
-            fc1=nn.Linear(4, 4))))), cfg)
+        quantize_(
+            nn.Sequential(OrderedDict(blocks=nn.Sequential(OrderedDict(fc1=nn.Linear(4, 4))))), cfg
+        )
     cfg = QuantConfig(weight="int8", granularity="per_group", group_size=3)
     with pytest.raises(ValueError, match=r"layer 'fc': group_size=3 does not divide the 8"):
         quantize_(nn.Sequential(OrderedDict(fc=nn.Linear(8, 4))), cfg)

@@ -35,9 +35,16 @@ def _set_grads(ps: list[torch.Tensor], gs: list[torch.Tensor]) -> None:
 
 
 def _bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.dtype == b.dtype and a.shape == b.shape and bool(
-        (a.detach().view(torch.int32 if a.dtype == torch.float32 else torch.int64)
-         == b.detach().view(torch.int32 if b.dtype == torch.float32 else torch.int64)).all())
+    return (
+        a.dtype == b.dtype
+        and a.shape == b.shape
+        and bool(
+            (
+                a.detach().view(torch.int32 if a.dtype == torch.float32 else torch.int64)
+                == b.detach().view(torch.int32 if b.dtype == torch.float32 else torch.int64)
+            ).all()
+        )
+    )
 
 
 # ---- with every format None the optimizers are torch's, bit for bit ----------------------
@@ -46,10 +53,10 @@ def _bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
 def test_adamw_fp32_equals_torch_adamw_bitwise(wd: float, dtype: torch.dtype) -> None:
     ps = _params(dtype=dtype)
     a, b = _leaves(ps), _leaves(ps)
-    oa = LowPrecisionAdamW(a, lr=3e-3, betas=(0.8, 0.99), eps=1e-6, weight_decay=wd,
-                           weight_fmt=None, state_fmt=None)
-    ob = torch.optim.AdamW(b, lr=3e-3, betas=(0.8, 0.99), eps=1e-6, weight_decay=wd,
-                           foreach=False)
+    oa = LowPrecisionAdamW(
+        a, lr=3e-3, betas=(0.8, 0.99), eps=1e-6, weight_decay=wd, weight_fmt=None, state_fmt=None
+    )
+    ob = torch.optim.AdamW(b, lr=3e-3, betas=(0.8, 0.99), eps=1e-6, weight_decay=wd, foreach=False)
     for step in range(12):
         gs = _grads(step, dtype)
         _set_grads(a, gs)
@@ -63,9 +70,15 @@ def test_adamw_fp32_equals_torch_adamw_bitwise(wd: float, dtype: torch.dtype) ->
         assert _bits_equal(oa.state[x]["exp_avg_sq"], ob.state[y]["exp_avg_sq"])
 
 
-@pytest.mark.parametrize("kw", [dict(momentum=0.0), dict(momentum=0.9, weight_decay=0.1),
-                                dict(momentum=0.9, nesterov=True),
-                                dict(momentum=0.5, dampening=0.3)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(momentum=0.0),
+        dict(momentum=0.9, weight_decay=0.1),
+        dict(momentum=0.9, nesterov=True),
+        dict(momentum=0.5, dampening=0.3),
+    ],
+)
 def test_sgd_fp32_equals_torch_sgd_bitwise(kw: dict) -> None:
     ps = _params()
     a, b = _leaves(ps), _leaves(ps)
@@ -87,8 +100,9 @@ def test_adamw_fp32_formula_against_float64_closed_form() -> None:
     w0 = torch.linspace(-2, 2, 101)
     g = torch.linspace(-1, 1.3, 101)
     p = w0.clone().requires_grad_()
-    opt = LowPrecisionAdamW([p], lr=1e-2, weight_decay=0.1, eps=1e-8, weight_fmt=None,
-                            state_fmt=None)
+    opt = LowPrecisionAdamW(
+        [p], lr=1e-2, weight_decay=0.1, eps=1e-8, weight_fmt=None, state_fmt=None
+    )
     p.grad = g.clone()
     opt.step()
     w, gg = w0.double(), g.double()
@@ -117,9 +131,18 @@ def test_adamw_two_steps_equal_reference_then_round(update_mode: str, state_mode
     n_total = sum(p.numel() for p in ps)
     offsets = np.cumsum([0] + [p.numel() for p in ps])[:-1].tolist()
     leaves = _leaves(ps)
-    opt = LowPrecisionAdamW(leaves, lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd,
-                            weight_fmt="bf16", state_fmt="e5m2", update_mode=update_mode,
-                            state_mode=state_mode, seed=seed)
+    opt = LowPrecisionAdamW(
+        leaves,
+        lr=lr,
+        betas=(b1, b2),
+        eps=eps,
+        weight_decay=wd,
+        weight_fmt="bf16",
+        state_fmt="e5m2",
+        update_mode=update_mode,
+        state_mode=state_mode,
+        seed=seed,
+    )
     ws = [lb.round(p, "bf16") for p in ps]  # construction puts weights on the grid (RNE)
     for x, w in zip(leaves, ws, strict=True):
         assert torch.equal(x.detach(), w)
@@ -131,8 +154,7 @@ def test_adamw_two_steps_equal_reference_then_round(update_mode: str, state_mode
         opt.step()
         for i in range(len(ps)):
             off = step * n_total + offsets[i]
-            w, m, v = _adamw_reference(ws[i], ms[i], vs[i], gs[i], step + 1, lr, b1, b2,
-                                       eps, wd)
+            w, m, v = _adamw_reference(ws[i], ms[i], vs[i], gs[i], step + 1, lr, b1, b2, eps, wd)
             # the update rounds the fp32 weight once, with the brief's counter
             # (numel_total * step + param_offset)
             ws[i] = lb.round(w, "bf16", update_mode, seed=seed, offset=off)
@@ -153,8 +175,7 @@ def test_sr_draws_are_fresh_each_step_and_seeded() -> None:
     def run(seed: int, steps: int) -> torch.Tensor:
         p = w0.clone().requires_grad_()
         # each step moves the fp32 weight by 2**-9, a quarter of bf16's spacing at 1
-        opt = LowPrecisionSGD([p], lr=2.0**-9, weight_fmt="bf16", update_mode="sr",
-                              seed=seed)
+        opt = LowPrecisionSGD([p], lr=2.0**-9, weight_fmt="bf16", update_mode="sr", seed=seed)
         out = []
         for _ in range(steps):
             p.grad = g.clone()
@@ -191,8 +212,9 @@ def test_sgd_momentum_buffer_rounding_and_update_use_fp32_buffer() -> None:
 def test_master_weights_follow_fp32_adamw_and_param_is_rounded_master() -> None:
     ps = _params()
     a, b = _leaves(ps), _leaves(ps)
-    oa = LowPrecisionAdamW(a, lr=1e-3, weight_fmt="e4m3", state_fmt=None, update_mode="sr",
-                           master_weights=True, seed=3)
+    oa = LowPrecisionAdamW(
+        a, lr=1e-3, weight_fmt="e4m3", state_fmt=None, update_mode="sr", master_weights=True, seed=3
+    )
     ob = torch.optim.AdamW(b, lr=1e-3, foreach=False)
     n_total = sum(p.numel() for p in ps)
     offsets = np.cumsum([0] + [p.numel() for p in ps])[:-1].tolist()
@@ -221,9 +243,11 @@ def test_construction_puts_weights_on_grid_and_master_keeps_original() -> None:
 def test_param_group_override_keeps_fp32_group_exact() -> None:
     ps = _params()
     a, b = _leaves(ps), _leaves(ps)
-    oa = LowPrecisionAdamW([{"params": a[:1]}, {"params": a[1:], "weight_fmt": None,
-                                                 "state_fmt": None}],
-                           lr=1e-2, weight_fmt="bf16")
+    oa = LowPrecisionAdamW(
+        [{"params": a[:1]}, {"params": a[1:], "weight_fmt": None, "state_fmt": None}],
+        lr=1e-2,
+        weight_fmt="bf16",
+    )
     ob = torch.optim.AdamW(b[1:], lr=1e-2, foreach=False)
     for step in range(4):
         gs = _grads(step)
@@ -242,8 +266,16 @@ def test_param_group_override_keeps_fp32_group_exact() -> None:
 @pytest.mark.parametrize("pdtype", [torch.float32, torch.bfloat16])
 def test_state_dict_resume_is_bit_identical(cls, master: bool, pdtype: torch.dtype) -> None:
     extra = {"momentum": 0.9} if cls is LowPrecisionSGD else {}
-    kw = dict(lr=1e-2, weight_fmt="bf16", state_fmt="bf16", update_mode="sr",
-              state_mode="sr", master_weights=master, seed=11, **extra)
+    kw = dict(
+        lr=1e-2,
+        weight_fmt="bf16",
+        state_fmt="bf16",
+        update_mode="sr",
+        state_mode="sr",
+        master_weights=master,
+        seed=11,
+        **extra,
+    )
     ps = [p.to(pdtype) for p in _params()]
 
     def steps(params, opt, rng) -> None:
@@ -264,8 +296,11 @@ def test_state_dict_resume_is_bit_identical(cls, master: bool, pdtype: torch.dty
     o_res.load_state_dict(saved)
     steps(resumed, o_res, range(3, 6))
     for x, y in zip(full, resumed, strict=True):
-        assert torch.equal(x.detach().view(torch.int16), y.detach().view(torch.int16)) \
-            if pdtype == torch.bfloat16 else _bits_equal(x, y)
+        assert (
+            torch.equal(x.detach().view(torch.int16), y.detach().view(torch.int16))
+            if pdtype == torch.bfloat16
+            else _bits_equal(x, y)
+        )
         sx, sy = o_full.state[x], o_res.state[y]
         assert sx.keys() == sy.keys() and sx["step"] == sy["step"] == 6
         for k in sx:
@@ -275,17 +310,20 @@ def test_state_dict_resume_is_bit_identical(cls, master: bool, pdtype: torch.dty
 
 
 # ---- bad options ------------------------------------------------------------------------
-@pytest.mark.parametrize("kw, match", [
-    (dict(weight_fmt="bf17"), "weight_fmt='bf17'"),
-    (dict(state_fmt="mxfp8_e4m3"), "block format"),
-    (dict(update_mode="nearest-odd"), "update_mode='nearest-odd'.*accepted"),
-    (dict(state_mode=3), "state_mode=3"),
-    (dict(lr=-1.0), "lr=-1.0"),
-    (dict(betas=(0.9, 1.0)), r"betas\[1\]=1.0"),
-    (dict(eps=float("nan")), "eps=nan"),
-    (dict(seed=-1), "seed"),
-    (dict(master_weights="yes"), "master_weights"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(weight_fmt="bf17"), "weight_fmt='bf17'"),
+        (dict(state_fmt="mxfp8_e4m3"), "block format"),
+        (dict(update_mode="nearest-odd"), "update_mode='nearest-odd'.*accepted"),
+        (dict(state_mode=3), "state_mode=3"),
+        (dict(lr=-1.0), "lr=-1.0"),
+        (dict(betas=(0.9, 1.0)), r"betas\[1\]=1.0"),
+        (dict(eps=float("nan")), "eps=nan"),
+        (dict(seed=-1), "seed"),
+        (dict(master_weights="yes"), "master_weights"),
+    ],
+)
 def test_adamw_bad_options_raise(kw: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         LowPrecisionAdamW([torch.zeros(2, requires_grad=True)], **kw)

@@ -83,15 +83,15 @@ def test_linear_regression_bf16_rne_stalls_sr_reaches_fp32_loss() -> None:
     prob, lr, steps = _Regression(), 5e-3, 1000
     kw = dict(lr=lr, state_fmt=None, seed=1)
     w32, _, _ = prob.train(LowPrecisionSGD, steps, weight_fmt=None, **kw)
-    w_rne, l_rne, ch_rne = prob.train(LowPrecisionSGD, steps, weight_fmt="bf16",
-                                      update_mode="rne", **kw)
-    w_sr, _, ch_sr = prob.train(LowPrecisionSGD, steps, weight_fmt="bf16",
-                                   update_mode="sr", **kw)
+    w_rne, l_rne, ch_rne = prob.train(
+        LowPrecisionSGD, steps, weight_fmt="bf16", update_mode="rne", **kw
+    )
+    w_sr, _, ch_sr = prob.train(LowPrecisionSGD, steps, weight_fmt="bf16", update_mode="sr", **kw)
     loss32, loss_rne, loss_sr = (float(prob.loss(w)) for w in (w32, w_rne, w_sr))
 
     # RNE: the run ends at a fixed point of the rounded iteration, predicted exactly: every
     # coordinate's fp32 step lr * grad is below half a bf16 spacing, so nothing moves any more
-    grad = (prob.H @ (w_rne.double() - prob.w_star.double()))
+    grad = prob.H @ (w_rne.double() - prob.w_star.double())
     assert ((lr * grad).abs() < _ulp_bf16(w_rne).double() / 2).all()
     assert sum(ch_rne[-200:]) == 0
     # SR never stops changing weights while the fp32 steps are nonzero
@@ -115,10 +115,8 @@ def test_adamw_bf16_rne_stalls_master_weights_and_sr_train() -> None:
     kw = dict(lr=1e-3, weight_decay=0.0, state_fmt=None, seed=2)
     _, l32, _ = prob.train(LowPrecisionAdamW, steps, weight_fmt=None, **kw)
     _, l_rne, ch_rne = prob.train(LowPrecisionAdamW, steps, weight_fmt="bf16", **kw)
-    _, l_sr, _ = prob.train(LowPrecisionAdamW, steps, weight_fmt="bf16", update_mode="sr",
-                            **kw)
-    _, l_m, _ = prob.train(LowPrecisionAdamW, steps, weight_fmt="bf16", master_weights=True,
-                           **kw)
+    _, l_sr, _ = prob.train(LowPrecisionAdamW, steps, weight_fmt="bf16", update_mode="sr", **kw)
+    _, l_m, _ = prob.train(LowPrecisionAdamW, steps, weight_fmt="bf16", master_weights=True, **kw)
     assert sum(ch_rne) == 0 and l_rne[-1] == l_rne[0]
     drop32 = l32[0] - l32[-1]
     assert drop32 > 0.5 * l32[0]
@@ -136,8 +134,9 @@ def test_adamw_second_moment_bf16_rne_freezes_sr_tracks(g_val: float) -> None:
     out = {}
     for fmt, mode in ((None, "rne"), ("bf16", "rne"), ("bf16", "sr")):
         p = torch.zeros(n, requires_grad=True)
-        opt = LowPrecisionAdamW([p], lr=0.0, weight_decay=0.0, weight_fmt=None,
-                                state_fmt=fmt, state_mode=mode, seed=4)
+        opt = LowPrecisionAdamW(
+            [p], lr=0.0, weight_decay=0.0, weight_fmt=None, state_fmt=fmt, state_mode=mode, seed=4
+        )
         for _ in range(steps):
             p.grad = torch.full((n,), g_val)
             opt.step()

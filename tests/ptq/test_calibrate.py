@@ -31,11 +31,20 @@ class _Block(nn.Module):
 
 def _cnn() -> nn.Module:
     """Stem Sequential, a residual block (attribute pairs), a strided conv, a linear head."""
+
     def cbr(i: int, o: int, stride: int = 1) -> nn.Sequential:
-        return nn.Sequential(nn.Conv2d(i, o, 3, stride=stride, padding=1, bias=False),
-                             nn.BatchNorm2d(o), nn.ReLU())
-    return nn.Sequential(cbr(1, 16), _Block(16), cbr(16, 32, 2), nn.AdaptiveAvgPool2d(1),
-                         nn.Flatten(), nn.Linear(32, 10))
+        return nn.Sequential(
+            nn.Conv2d(i, o, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU()
+        )
+
+    return nn.Sequential(
+        cbr(1, 16),
+        _Block(16),
+        cbr(16, 32, 2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 10),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +66,13 @@ def digits() -> dict:
         model.train()
         order = tr[torch.randperm(len(tr), generator=g)]
         for i in range(0, len(order), 64):
-            idx = order[i:i + 64]
+            idx = order[i : i + 64]
             opt.zero_grad()
             F.cross_entropy(model(x[idx]), y[idx]).backward()
             opt.step()
     model.eval()
     torch.set_num_threads(n_threads)
-    calib = [(x[tr[i:i + 128]], y[tr[i:i + 128]]) for i in range(0, 512, 128)]
+    calib = [(x[tr[i : i + 128]], y[tr[i : i + 128]]) for i in range(0, 512, 128)]
     return dict(model=model, calib=calib, x_test=x[te], y_test=y[te])
 
 
@@ -77,11 +86,13 @@ def test_float_model_is_trained(digits: dict) -> None:
 
 
 @pytest.mark.parametrize("method", ["minmax", "mse"])
-def test_int8_weight_and_activation_per_channel_loses_at_most_1pp(digits: dict,
-                                                                  method: str) -> None:
+def test_int8_weight_and_activation_per_channel_loses_at_most_1pp(
+    digits: dict, method: str
+) -> None:
     model, xt, yt = digits["model"], digits["x_test"], digits["y_test"]
-    q = calibrate(model, digits["calib"], weight="int8", act="int8", method=method,
-                  granularity="per_channel")
+    q = calibrate(
+        model, digits["calib"], weight="int8", act="int8", method=method, granularity="per_channel"
+    )
     acc_fp, acc_q = _accuracy(model, xt, yt), _accuracy(q, xt, yt)
     assert acc_q >= acc_fp - 0.01
     layers = [m for m in q.modules() if isinstance(m, PTQLayer)]
@@ -105,9 +116,13 @@ def test_minmax_calibration_scales_and_layers_are_bit_exact(digits: dict) -> Non
     ref = fold_bn(copy.deepcopy(model).eval())
     # independent activation statistics: the folded float model's layer inputs
     amax: dict[str, float] = {}
-    hooks = [m.register_forward_pre_hook(
-        lambda _m, a, n=n: amax.__setitem__(n, max(amax.get(n, 0.0), float(a[0].abs().max()))))
-        for n, m in ref.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    hooks = [
+        m.register_forward_pre_hook(
+            lambda _m, a, n=n: amax.__setitem__(n, max(amax.get(n, 0.0), float(a[0].abs().max())))
+        )
+        for n, m in ref.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
     with torch.no_grad():
         for xb, _ in calib[:3]:
             ref(xb)
@@ -127,11 +142,15 @@ def test_minmax_calibration_scales_and_layers_are_bit_exact(digits: dict) -> Non
         assert torch.equal(qm.weight_scale, s)
         assert torch.equal(qm.bias, m.bias)
         # the layer's forward: quantized input, then the float op with the quantized weight
-        xin = torch.randn(2, *((m.in_features,) if isinstance(m, nn.Linear)
-                               else (m.in_channels, 5, 5)))
+        xin = torch.randn(
+            2, *((m.in_features,) if isinstance(m, nn.Linear) else (m.in_channels, 5, 5))
+        )
         xq = lb.quantize_int(xin, 8, scale=float(qm.act_scale))
-        want = (F.linear(xq, qm.weight, qm.bias) if isinstance(m, nn.Linear) else
-                F.conv2d(xq, qm.weight, qm.bias, m.stride, m.padding))
+        want = (
+            F.linear(xq, qm.weight, qm.bias)
+            if isinstance(m, nn.Linear)
+            else F.conv2d(xq, qm.weight, qm.bias, m.stride, m.padding)
+        )
         with torch.no_grad():
             assert torch.equal(qm(xin), want)
 
@@ -153,8 +172,9 @@ def test_num_batches_limits_the_passes(digits: dict) -> None:
 
 
 @pytest.mark.parametrize("method", ["percentile", "kl"])
-def test_histogram_methods_quantize_every_layer_and_keep_accuracy(digits: dict,
-                                                                  method: str) -> None:
+def test_histogram_methods_quantize_every_layer_and_keep_accuracy(
+    digits: dict, method: str
+) -> None:
     model, xt, yt = digits["model"], digits["x_test"], digits["y_test"]
     q = calibrate(model, digits["calib"], method=method, percentile=99.9, num_batches=2)
     assert _accuracy(q, xt, yt) >= _accuracy(model, xt, yt) - 0.02
@@ -166,8 +186,9 @@ def test_histogram_methods_quantize_every_layer_and_keep_accuracy(digits: dict,
 
 def test_weight_only_int4_per_group(digits: dict) -> None:
     model, xt, yt = digits["model"], digits["x_test"], digits["y_test"]
-    q = calibrate(model, None, weight="int4", weight_only=True, granularity="per_group",
-                  group_size=16)
+    q = calibrate(
+        model, None, weight="int4", weight_only=True, granularity="per_group", group_size=16
+    )
     ref = fold_bn(copy.deepcopy(model).eval())
     qmods = dict(q.named_modules())
     for name, m in ref.named_modules():
@@ -177,8 +198,14 @@ def test_weight_only_int4_per_group(digits: dict) -> None:
             w2 = m.weight.detach().reshape(m.weight.shape[0], -1)
             ng = -(-w2.shape[1] // 16)
             assert qm.weight_scale.shape == (w2.shape[0], ng)
-            want = lb.quantize_int(w2, 4, granularity="group", axis=1, group_size=16,
-                                   scale=qm.weight_scale.double().numpy())
+            want = lb.quantize_int(
+                w2,
+                4,
+                granularity="group",
+                axis=1,
+                group_size=16,
+                scale=qm.weight_scale.double().numpy(),
+            )
             assert torch.equal(qm.weight.detach().reshape(w2.shape), want)
             s = qm.weight_scale.double().repeat_interleave(16, 1)[:, : w2.shape[1]]
             codes = (want.double() / s).round()
@@ -207,32 +234,42 @@ def test_fake_quant_in_the_model_matches_activation_quantizer(digits: dict) -> N
     first = q[0][0]
     x = digits["x_test"][:4]
     assert torch.equal(first.quantize_input(x), fake_quant_int(x, first.act_scale, 8))
-    assert torch.equal(first.quantize_input(x),
-                       lb.quantize_int(x, 8, scale=float(first.act_scale)))
+    assert torch.equal(first.quantize_input(x), lb.quantize_int(x, 8, scale=float(first.act_scale)))
 
 
 def test_config_round_trips_json() -> None:
-    cfg = PTQConfig(weight="int4", act=None, method="kl", granularity="per_group",
-                    group_size=32, percentile=99.0, num_batches=3, fold_bn=False)
+    cfg = PTQConfig(
+        weight="int4",
+        act=None,
+        method="kl",
+        granularity="per_group",
+        group_size=32,
+        percentile=99.0,
+        num_batches=3,
+        fold_bn=False,
+    )
     assert PTQConfig.from_json(cfg.to_json()) == cfg
     assert PTQConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown PTQConfig keys"):
         PTQConfig.from_dict({"bits": 8})
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(method="entropy"), "method='entropy'.*accepted"),
-    (dict(weight="int99"), "weight='int99'"),
-    (dict(weight="e4m3"), "weight='e4m3' is not supported.*int2"),
-    (dict(act="fp17"), "act='fp17'"),
-    (dict(granularity="per_row"), "granularity='per_row'.*per_channel"),
-    (dict(group_size=16), "group_size=16 needs granularity='per_group'"),
-    (dict(granularity="per_group", group_size=0), "group_size"),
-    (dict(num_batches=0), "num_batches"),
-    (dict(num_batches=-2), "num_batches"),
-    (dict(method="percentile", percentile=0.0), r"percentile=0.0.*\(0, 100\]"),
-    (dict(method="percentile", percentile=100.5), "percentile=100.5"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(method="entropy"), "method='entropy'.*accepted"),
+        (dict(weight="int99"), "weight='int99'"),
+        (dict(weight="e4m3"), "weight='e4m3' is not supported.*int2"),
+        (dict(act="fp17"), "act='fp17'"),
+        (dict(granularity="per_row"), "granularity='per_row'.*per_channel"),
+        (dict(group_size=16), "group_size=16 needs granularity='per_group'"),
+        (dict(granularity="per_group", group_size=0), "group_size"),
+        (dict(num_batches=0), "num_batches"),
+        (dict(num_batches=-2), "num_batches"),
+        (dict(method="percentile", percentile=0.0), r"percentile=0.0.*\(0, 100\]"),
+        (dict(method="percentile", percentile=100.5), "percentile=100.5"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(digits: dict, kw: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         calibrate(digits["model"], digits["calib"], **kw)

@@ -37,8 +37,7 @@ def test_fake_quant_int_equals_quantize_int_bitwise(dtype: torch.dtype, bits: in
 def test_fake_quant_int_nan_inf_and_per_channel_scale() -> None:
     x = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.3])
     y = fake_quant_int(x, 0.01, 8)
-    assert torch.isnan(y[0]) and y[1] == np.float32(127 * 0.01) and y[2] == np.float32(
-        -128 * 0.01)
+    assert torch.isnan(y[0]) and y[1] == np.float32(127 * 0.01) and y[2] == np.float32(-128 * 0.01)
     w = torch.randn(6, 10, generator=torch.Generator().manual_seed(0))
     s = np.float32(np.random.default_rng(0).uniform(0.005, 0.03, 6))
     got = fake_quant_int(w, torch.from_numpy(s).reshape(6, 1), 8)
@@ -54,7 +53,7 @@ def _numpy_minmax_scales(w: np.ndarray, bits: int, gran: str, gs: int) -> np.nda
     elif gran == "per_channel":
         a = w2.max(axis=1)
     else:
-        a = np.stack([w2[:, i:i + gs].max(axis=1) for i in range(0, w2.shape[1], gs)], 1)
+        a = np.stack([w2[:, i : i + gs].max(axis=1) for i in range(0, w2.shape[1], gs)], 1)
     return np.where(a > 0, a / qmax, 1.0).astype(np.float32)
 
 
@@ -71,8 +70,14 @@ def test_minmax_weight_quantization_equals_quantize_int(gran: str, shape: tuple)
     q = quantize_weight(w, bits, gran, gs, scales)
     w2 = w.reshape(shape[0], -1)
     lbgran = {"per_tensor": "tensor", "per_channel": "channel", "per_group": "group"}[gran]
-    want = lb.quantize_int(w2, bits, granularity=lbgran, axis=1 if gran == "per_group" else 0,
-                           group_size=max(gs, 1), scale=want_scales.astype(np.float64))
+    want = lb.quantize_int(
+        w2,
+        bits,
+        granularity=lbgran,
+        axis=1 if gran == "per_group" else 0,
+        group_size=max(gs, 1),
+        scale=want_scales.astype(np.float64),
+    )
     assert q.shape == w.shape
     assert torch.equal(_bits(q.reshape(shape[0], -1)), _bits(want))
     # the stored values are integer codes times the float32 scale, rounded once to float32
@@ -122,7 +127,7 @@ def test_mse_weight_scales_are_brute_force_argmins(gran: str) -> None:
     elif gran == "per_channel":
         blocks = [(w2[i], got[i]) for i in range(5)]
     else:
-        blocks = [(w2[i, j * gs:(j + 1) * gs], got[i, j]) for i in range(5) for j in range(3)]
+        blocks = [(w2[i, j * gs : (j + 1) * gs], got[i, j]) for i in range(5) for j in range(3)]
     for block, s in blocks:
         errs, cands = best(block)
         k = int(np.flatnonzero(cands == s)[0])

@@ -47,8 +47,9 @@ def test_single_conv_bn_within_derived_rounding_bound(dtype: torch.dtype, bias: 
     inv = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).double().reshape(1, -1, 1, 1)
     b = conv.bias.double().abs() if bias else torch.zeros(8, dtype=torch.float64)
     mag = F.conv2d(x.double().abs(), conv.weight.double().abs(), padding=1)
-    mag = inv.abs() * (mag + (b + bn.running_mean.double().abs()).reshape(1, -1, 1, 1)) \
-        + bn.bias.double().abs().reshape(1, -1, 1, 1)
+    mag = inv.abs() * (
+        mag + (b + bn.running_mean.double().abs()).reshape(1, -1, 1, 1)
+    ) + bn.bias.double().abs().reshape(1, -1, 1, 1)
     bound = 2 * (k + 4) * u * mag
     err = (got.double() - want.double()).abs()
     assert (err <= bound).all()
@@ -65,8 +66,9 @@ class _Block(nn.Module):
         self.bn1 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=2, bias=False),
-                                      nn.BatchNorm2d(cout))
+        self.shortcut = nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride=2, bias=False), nn.BatchNorm2d(cout)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -75,10 +77,16 @@ class _Block(nn.Module):
 
 def _net() -> nn.Module:
     torch.manual_seed(1)
-    return _randomize_bn(nn.Sequential(
-        nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU()),
-        _Block(8, 16), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        nn.Sequential(nn.Linear(16, 12), nn.BatchNorm1d(12), nn.ReLU()), nn.Linear(12, 5)))
+    return _randomize_bn(
+        nn.Sequential(
+            nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU()),
+            _Block(8, 16),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Sequential(nn.Linear(16, 12), nn.BatchNorm1d(12), nn.ReLU()),
+            nn.Linear(12, 5),
+        )
+    )
 
 
 def test_network_folds_sequential_and_attribute_pairs_exactly_in_float64() -> None:
@@ -93,8 +101,7 @@ def test_network_folds_sequential_and_attribute_pairs_exactly_in_float64() -> No
     # a layer's dot products of K terms round with relative error <= (K + 4) u on either side;
     # summed over the layers (the network's gains are about 1 here) that bounds the difference
     # relative to the output scale
-    ks = [m.weight[0].numel() + 4 for m in model.modules() if isinstance(m, (nn.Conv2d,
-                                                                            nn.Linear))]
+    ks = [m.weight[0].numel() + 4 for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     u64, u32 = 2.0**-53, 2.0**-24
     assert (got - want).abs().max() <= sum(ks) * u64 * want.abs().max()
     # a float32 model folds to float32 accuracy (its own rounding and the fold's)
@@ -130,6 +137,5 @@ def test_lowbit_resnet_small_folds_every_batchnorm() -> None:
         folded = fold_bn(copy.deepcopy(model))
         got = folded(x)
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in folded.modules())
-    ks = [m.weight[0].numel() + 4 for m in model.modules() if isinstance(m, (nn.Conv2d,
-                                                                            nn.Linear))]
+    ks = [m.weight[0].numel() + 4 for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     assert (got - want).abs().max() <= sum(ks) * 2.0**-53 * want.abs().max()

@@ -14,12 +14,24 @@ from lowbit.rounding import decode, encode, flip_bits
 
 SMALL_PRESETS = sorted(name for name, f in presets().items() if f.bits <= 16)
 AD_HOC = [
-    FloatFormat(3, 0), FloatFormat(2, 2, special="fn"), FloatFormat(4, 2, 8, "fnuz"),
-    FloatFormat(5, 0), FloatFormat(3, 1, special="fn"), FloatFormat(4, 3, 3, "none"),
-    FloatFormat(6, 2, signed=False, special="fn"), FloatFormat(4, 0, 7, "fn", False, False),
-    PositFormat(3, 0), PositFormat(6, 3), PositFormat(10, 4), PositFormat(16, 0),
-    FixedFormat(3, 4), FixedFormat(0, 7, False), FixedFormat(2, -2), FixedFormat(5, 10),
-    IntFormat(5, False), IntFormat(3),
+    FloatFormat(3, 0),
+    FloatFormat(2, 2, special="fn"),
+    FloatFormat(4, 2, 8, "fnuz"),
+    FloatFormat(5, 0),
+    FloatFormat(3, 1, special="fn"),
+    FloatFormat(4, 3, 3, "none"),
+    FloatFormat(6, 2, signed=False, special="fn"),
+    FloatFormat(4, 0, 7, "fn", False, False),
+    PositFormat(3, 0),
+    PositFormat(6, 3),
+    PositFormat(10, 4),
+    PositFormat(16, 0),
+    FixedFormat(3, 4),
+    FixedFormat(0, 7, False),
+    FixedFormat(2, -2),
+    FixedFormat(5, 10),
+    IntFormat(5, False),
+    IntFormat(3),
 ]
 ALL_SMALL = [lb.get_format(n) for n in SMALL_PRESETS] + AD_HOC
 
@@ -108,11 +120,19 @@ def test_fp64_format_is_the_bit_view() -> None:
 
 
 # ---- agreement with ml_dtypes -------------------------------------------------------------
-ML_DTYPES = [("e4m3fn", ml_dtypes.float8_e4m3fn), ("e5m2", ml_dtypes.float8_e5m2),
-             ("e4m3fnuz", ml_dtypes.float8_e4m3fnuz), ("e5m2fnuz", ml_dtypes.float8_e5m2fnuz),
-             ("e4m3-ieee", ml_dtypes.float8_e4m3), ("e3m2fn", ml_dtypes.float6_e3m2fn),
-             ("e2m3fn", ml_dtypes.float6_e2m3fn), ("e2m1fn", ml_dtypes.float4_e2m1fn),
-             ("e8m0", ml_dtypes.float8_e8m0fnu), ("fp16", np.float16), ("bf16", ml_dtypes.bfloat16)]
+ML_DTYPES = [
+    ("e4m3fn", ml_dtypes.float8_e4m3fn),
+    ("e5m2", ml_dtypes.float8_e5m2),
+    ("e4m3fnuz", ml_dtypes.float8_e4m3fnuz),
+    ("e5m2fnuz", ml_dtypes.float8_e5m2fnuz),
+    ("e4m3-ieee", ml_dtypes.float8_e4m3),
+    ("e3m2fn", ml_dtypes.float6_e3m2fn),
+    ("e2m3fn", ml_dtypes.float6_e2m3fn),
+    ("e2m1fn", ml_dtypes.float4_e2m1fn),
+    ("e8m0", ml_dtypes.float8_e8m0fnu),
+    ("fp16", np.float16),
+    ("bf16", ml_dtypes.bfloat16),
+]
 
 
 def _ml_inputs() -> np.ndarray:
@@ -141,8 +161,9 @@ def test_encode_matches_ml_dtypes(name: str, dt: object, impl: str) -> None:
     got_nan = np.isnan(decode(got, fmt, np.float64))
     assert np.array_equal(got_nan, ref_nan)
     bad = np.flatnonzero((got != ref_codes) & ~ref_nan)
-    assert bad.size == 0, (f"{bad.size} differ: x={x[bad[:5]]} got={got[bad[:5]]} "
-                           f"ref={ref_codes[bad[:5]]}")
+    assert bad.size == 0, (
+        f"{bad.size} differ: x={x[bad[:5]]} got={got[bad[:5]]} ref={ref_codes[bad[:5]]}"
+    )
 
 
 # ---- errors and containers ----------------------------------------------------------------
@@ -171,8 +192,9 @@ def test_encode_rounds_in_the_mode() -> None:
     assert encode(x, "e4m3", "rtz").tolist() == [0x38, 0xB8]
     # SR uses the round() draws: same seed, same codes as rounding first
     y = np.random.default_rng(0).standard_normal(1000)
-    assert np.array_equal(encode(y, "posit8", "sr", seed=3),
-                          encode(lb.round(y, "posit8", "sr", seed=3), "posit8"))
+    assert np.array_equal(
+        encode(y, "posit8", "sr", seed=3), encode(lb.round(y, "posit8", "sr", seed=3), "posit8")
+    )
 
 
 def test_decode_errors() -> None:
@@ -189,9 +211,15 @@ def test_decode_errors() -> None:
 def test_torch_containers() -> None:
     torch = pytest.importorskip("torch")
     x = torch.tensor([1.0, -2.0, float("nan"), 3.5], dtype=torch.float32)
-    for name, tdt in [("e4m3", torch.uint8), ("e2m1", None), ("posit16", torch.int16),
-                      ("bf16", torch.int16), ("posit32", torch.int32), ("fp32", torch.int32),
-                      ("fp64", torch.int64)]:
+    for name, tdt in [
+        ("e4m3", torch.uint8),
+        ("e2m1", None),
+        ("posit16", torch.int16),
+        ("bf16", torch.int16),
+        ("posit32", torch.int32),
+        ("fp32", torch.int32),
+        ("fp64", torch.int64),
+    ]:
         fmt = lb.get_format(name)
         xin = x[[0, 1, 3]] if name == "e2m1" else x
         c = encode(xin, fmt)
@@ -201,8 +229,10 @@ def test_torch_containers() -> None:
         back = decode(c, fmt, torch.float32)
         assert back.dtype == torch.float32
         assert np.array_equal(np.isnan(back.numpy()), np.isnan(decode(ref, fmt).astype(np.float32)))
-        assert torch.equal(decode(c, fmt, np.float64).nan_to_num(7.0),
-                           torch.from_numpy(decode(ref, fmt, np.float64)).nan_to_num(7.0))
+        assert torch.equal(
+            decode(c, fmt, np.float64).nan_to_num(7.0),
+            torch.from_numpy(decode(ref, fmt, np.float64)).nan_to_num(7.0),
+        )
 
 
 def test_jax_containers() -> None:
@@ -231,8 +261,9 @@ def test_flip_p0_is_rounding_only() -> None:
         assert np.array_equal(got.view(np.uint32), lb.round(x, name).view(np.uint32))
 
 
-@pytest.mark.parametrize("name", ["e4m3", "e5m2", "posit8", "posit16", "q7.8", "int4", "e2m1",
-                                  "e8m0", "bf16"])
+@pytest.mark.parametrize(
+    "name", ["e4m3", "e5m2", "posit8", "posit16", "q7.8", "int4", "e2m1", "e8m0", "bf16"]
+)
 def test_flip_p1_flips_every_bit(name: str) -> None:
     fmt = lb.get_format(name)
     x = np.abs(np.random.default_rng(2).standard_normal(3000)) + 0.1

@@ -28,8 +28,21 @@ from lowbit.rounding.api import resolve_policy, round_reference_numpy
 from lowbit.rounding.posit import decode_posit_codes, posit_codes, round_posit_reference
 
 SMALL = [(n, es) for n in range(3, 11) for es in range(5)]
-KERNEL_FORMATS = [(3, 0), (4, 4), (5, 1), (8, 0), (8, 2), (12, 3), (16, 1), (16, 2), (18, 3),
-                  (24, 0), (32, 2), (32, 3), (32, 4)]
+KERNEL_FORMATS = [
+    (3, 0),
+    (4, 4),
+    (5, 1),
+    (8, 0),
+    (8, 2),
+    (12, 3),
+    (16, 1),
+    (16, 2),
+    (18, 3),
+    (24, 0),
+    (32, 2),
+    (32, 3),
+    (32, 4),
+]
 
 
 # ---- helpers ------------------------------------------------------------------------------
@@ -41,8 +54,9 @@ def assert_same_bits(got: np.ndarray, expected: np.ndarray, x: np.ndarray) -> No
     assert got.dtype == expected.dtype and got.shape == expected.shape
     bad = np.flatnonzero(_bits(got) != _bits(expected))
     g, e, xs = got.reshape(-1), expected.reshape(-1), x.reshape(-1)
-    assert bad.size == 0, (f"{bad.size} differ; first x={xs[bad[:5]]} got={g[bad[:5]]} "
-                           f"expected={e[bad[:5]]}")
+    assert bad.size == 0, (
+        f"{bad.size} differ; first x={xs[bad[:5]]} got={g[bad[:5]]} expected={e[bad[:5]]}"
+    )
 
 
 def _rne(fmt: PositFormat):
@@ -88,8 +102,23 @@ def _random_fp32(count: int, seed: int, quiet: bool = True) -> np.ndarray:
 
 
 def _specials() -> np.ndarray:
-    return np.array([0.0, -0.0, np.nan, -np.nan, np.inf, -np.inf, 1e-300, -1e-300, 1e300,
-                     -1e300, 5e-324, 1.0, -1.0])
+    return np.array(
+        [
+            0.0,
+            -0.0,
+            np.nan,
+            -np.nan,
+            np.inf,
+            -np.inf,
+            1e-300,
+            -1e-300,
+            1e300,
+            -1e300,
+            5e-324,
+            1.0,
+            -1.0,
+        ]
+    )
 
 
 def _specials32() -> np.ndarray:
@@ -113,8 +142,12 @@ def test_decode_every_code_equals_decode_exact(n: int, es: int) -> None:
 def test_decode_posit32_sample(es: int) -> None:
     fmt = PositFormat(32, es)
     rng = np.random.default_rng(es)
-    codes = np.concatenate([rng.integers(0, 1 << 32, 3000), [0, 1, 2, (1 << 31) - 1, 1 << 31,
-                                                             (1 << 31) + 1, (1 << 32) - 1]])
+    codes = np.concatenate(
+        [
+            rng.integers(0, 1 << 32, 3000),
+            [0, 1, 2, (1 << 31) - 1, 1 << 31, (1 << 31) + 1, (1 << 32) - 1],
+        ]
+    )
     expected = np.array([fmt.decode(int(c)) for c in codes])
     assert_same_bits(decode(codes.astype(np.uint32), fmt, np.float64), expected, codes)
     # the codes are what the values encode to (NaR <-> NaN)
@@ -125,8 +158,9 @@ def test_decode_posit32_sample(es: int) -> None:
 @pytest.mark.parametrize(("n", "es"), [*SMALL, (12, 2), (16, 2)])
 def test_rne_matches_exact_oracle(n: int, es: int) -> None:
     oracle = PositOracle(n, es)
-    x = np.concatenate([oracle.midpoints(), _specials(),
-                        _random_fp32(2000, n * 10 + es).astype(np.float64)])
+    x = np.concatenate(
+        [oracle.midpoints(), _specials(), _random_fp32(2000, n * 10 + es).astype(np.float64)]
+    )
     expected = np.array([oracle.code(float(v)) for v in x])
     fmt = oracle.fmt
     with np.errstate(all="ignore"):
@@ -150,8 +184,22 @@ def test_geometric_boundary_example() -> None:
 
 def test_edges() -> None:
     for fmt in (PositFormat(8, 2), PositFormat(16, 1), PositFormat(32, 4), PositFormat(3, 0)):
-        x = np.array([1e-300, -1e-300, 5e-324, 1e300, -1e300, np.inf, -np.inf, np.nan, -0.0,
-                      0.0, fmt.max, fmt.min_normal])
+        x = np.array(
+            [
+                1e-300,
+                -1e-300,
+                5e-324,
+                1e300,
+                -1e300,
+                np.inf,
+                -np.inf,
+                np.nan,
+                -0.0,
+                0.0,
+                fmt.max,
+                fmt.min_normal,
+            ]
+        )
         for impl in ("reference", "kernel"):
             for mode in ("rne", "sr"):
                 r = lb.round(x, fmt, mode, seed=3, impl=impl)
@@ -176,8 +224,9 @@ def _softposit_inputs(n: int, es: int) -> tuple[np.ndarray, np.ndarray]:
     return x32, x64
 
 
-@pytest.mark.parametrize(("n", "es", "conv"), [(8, 0, "convertDoubleToP8"),
-                                               (16, 1, "convertDoubleToP16")])
+@pytest.mark.parametrize(
+    ("n", "es", "conv"), [(8, 0, "convertDoubleToP8"), (16, 1, "convertDoubleToP16")]
+)
 def test_matches_softposit(n: int, es: int, conv: str) -> None:
     sp = pytest.importorskip("softposit")
     fmt = PositFormat(n, es)
@@ -212,12 +261,22 @@ def _kernel_inputs() -> dict[str, np.ndarray]:
     return {
         "fp16": all16.view(np.float16),
         "bf16": all16.view(ml_dtypes.bfloat16),
-        "fp32": np.concatenate([_random_fp32(60_000, 1, quiet=False), _specials32(),
-                                (rng.standard_normal(20_000) * 4.0 ** rng.integers(-20, 20, 20_000)
-                                 ).astype(np.float32)]),
-        "fp64": np.concatenate([
-            rng.integers(0, 1 << 64, 60_000, dtype=np.uint64).view(np.float64), _specials(),
-            rng.standard_normal(20_000) * 4.0 ** rng.integers(-70, 70, 20_000)]),
+        "fp32": np.concatenate(
+            [
+                _random_fp32(60_000, 1, quiet=False),
+                _specials32(),
+                (rng.standard_normal(20_000) * 4.0 ** rng.integers(-20, 20, 20_000)).astype(
+                    np.float32
+                ),
+            ]
+        ),
+        "fp64": np.concatenate(
+            [
+                rng.integers(0, 1 << 64, 60_000, dtype=np.uint64).view(np.float64),
+                _specials(),
+                rng.standard_normal(20_000) * 4.0 ** rng.integers(-70, 70, 20_000),
+            ]
+        ),
     }
 
 
@@ -265,8 +324,9 @@ def test_sr_chunking_matches_offset() -> None:
 N_SR = 1 << 16
 
 
-def _up_fraction(x: float, fmt: PositFormat, lo: float, hi: float, impl: str,
-                 rand_bits: int | None = None) -> float:
+def _up_fraction(
+    x: float, fmt: PositFormat, lo: float, hi: float, impl: str, rand_bits: int | None = None
+) -> float:
     arr = np.full(N_SR, x)
     r = lb.round(arr, fmt, "sr", seed=2024, impl=impl, rand_bits=rand_bits)
     assert set(np.unique(np.abs(r))) <= {lo, hi}
@@ -274,8 +334,9 @@ def _up_fraction(x: float, fmt: PositFormat, lo: float, hi: float, impl: str,
 
 
 @pytest.mark.parametrize("impl", ["reference", "kernel"])
-@pytest.mark.parametrize("frac", [Fraction(1, 8), Fraction(1, 4), Fraction(1, 2), Fraction(5, 8),
-                                  Fraction(15, 16)])
+@pytest.mark.parametrize(
+    "frac", [Fraction(1, 8), Fraction(1, 4), Fraction(1, 2), Fraction(5, 8), Fraction(15, 16)]
+)
 def test_sr_probability_is_linear(impl: str, frac: Fraction) -> None:
     """P(up) = (|x| - lo) / (hi - lo), on a fraction-bit step and on a geometric step.
 
@@ -285,8 +346,10 @@ def test_sr_probability_is_linear(impl: str, frac: Fraction) -> None:
     """
     p = float(frac)
     tol = 5 * np.sqrt(p * (1 - p) / N_SR)
-    cases = [(PositFormat(16, 2), 1.0, 1.0 + 2.0**-11),  # 11 fraction bits just above 1
-             (PositFormat(8, 2), 65536.0, 262144.0)]  # exponent bits cut: a factor-4 step
+    cases = [
+        (PositFormat(16, 2), 1.0, 1.0 + 2.0**-11),  # 11 fraction bits just above 1
+        (PositFormat(8, 2), 65536.0, 262144.0),
+    ]  # exponent bits cut: a factor-4 step
     for fmt, lo, hi in cases:
         assert fmt.decode(int(encode(lo, fmt)) + 1) == hi  # neighbours
         x = lo + p * (hi - lo)

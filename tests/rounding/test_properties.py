@@ -14,10 +14,24 @@ from hypothesis import strategies as st
 import lowbit as lb
 from oracle import DETERMINISTIC_MODES, FloatOracle, assert_same_bits
 
-SETTINGS = settings(max_examples=150, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
-PRESETS = ["fp16", "bf16", "e5m2", "e4m3fn", "e4m3-ieee", "e4m3fnuz", "e5m2fnuz", "e3m2",
-           "e2m3", "e2m1", "tf32", "fp32", "int8", "q3.12", "uq0.8"]
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PRESETS = [
+    "fp16",
+    "bf16",
+    "e5m2",
+    "e4m3fn",
+    "e4m3-ieee",
+    "e4m3fnuz",
+    "e5m2fnuz",
+    "e3m2",
+    "e2m3",
+    "e2m1",
+    "tf32",
+    "fp32",
+    "int8",
+    "q3.12",
+    "uq0.8",
+]
 SIGNED = [p for p in PRESETS if p != "uq0.8"]  # symmetry needs −x in the format
 SYMMETRIC = ("rne", "rna", "rnz", "rtz", "ro")
 
@@ -76,8 +90,12 @@ def _overflow(fmt: lb.FloatFormat) -> str:
 
 
 @SETTINGS
-@given(data=st.data(), fmt=minifloat_formats(), mode=st.sampled_from(DETERMINISTIC_MODES),
-       subnormals=st.booleans())
+@given(
+    data=st.data(),
+    fmt=minifloat_formats(),
+    mode=st.sampled_from(DETERMINISTIC_MODES),
+    subnormals=st.booleans(),
+)
 def test_random_minifloats_match_the_oracle(data, fmt, mode, subnormals):
     o = _oracle(fmt, subnormals)
     x = data.draw(inputs_for(fmt))
@@ -93,8 +111,12 @@ def _finite_floats():
 
 
 @SETTINGS
-@given(name=st.sampled_from(PRESETS), mode=st.sampled_from(DETERMINISTIC_MODES),
-       xs=st.lists(_finite_floats(), min_size=2, max_size=30), subnormals=st.booleans())
+@given(
+    name=st.sampled_from(PRESETS),
+    mode=st.sampled_from(DETERMINISTIC_MODES),
+    xs=st.lists(_finite_floats(), min_size=2, max_size=30),
+    subnormals=st.booleans(),
+)
 def test_monotone(name, mode, xs, subnormals):
     fmt = lb.get_format(name)
     ov = _overflow(fmt) if isinstance(fmt, lb.FloatFormat) else "saturate"
@@ -105,8 +127,13 @@ def test_monotone(name, mode, xs, subnormals):
 
 
 @SETTINGS
-@given(fmt=minifloat_formats(), mode=st.sampled_from(DETERMINISTIC_MODES),
-       a=st.floats(-1e6, 1e6), b=st.floats(-1e6, 1e6), subnormals=st.booleans())
+@given(
+    fmt=minifloat_formats(),
+    mode=st.sampled_from(DETERMINISTIC_MODES),
+    a=st.floats(-1e6, 1e6),
+    b=st.floats(-1e6, 1e6),
+    subnormals=st.booleans(),
+)
 def test_monotone_random_formats(fmt, mode, a, b, subnormals):
     x, y = sorted((a, b))
     ov = _overflow(fmt)
@@ -115,9 +142,12 @@ def test_monotone_random_formats(fmt, mode, a, b, subnormals):
 
 
 @SETTINGS
-@given(name=st.sampled_from(PRESETS), mode=st.sampled_from(DETERMINISTIC_MODES),
-       xs=st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=30),
-       subnormals=st.booleans())
+@given(
+    name=st.sampled_from(PRESETS),
+    mode=st.sampled_from(DETERMINISTIC_MODES),
+    xs=st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=30),
+    subnormals=st.booleans(),
+)
 def test_idempotent(name, mode, xs, subnormals):
     fmt = lb.get_format(name)
     x = np.array(xs)
@@ -136,9 +166,12 @@ def _negate(r: np.ndarray, fmt) -> np.ndarray:
 
 
 @SETTINGS
-@given(name=st.sampled_from(SIGNED), mode=st.sampled_from(SYMMETRIC),
-       xs=st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=30),
-       subnormals=st.booleans())
+@given(
+    name=st.sampled_from(SIGNED),
+    mode=st.sampled_from(SYMMETRIC),
+    xs=st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=30),
+    subnormals=st.booleans(),
+)
 def test_sign_symmetry(name, mode, xs, subnormals):
     fmt = lb.get_format(name)
     x = np.array(xs)
@@ -160,9 +193,11 @@ def test_sign_symmetry_random_formats(fmt, mode, data):
 
 
 @SETTINGS
-@given(name=st.sampled_from(SIGNED),
-       xs=st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=30),
-       subnormals=st.booleans())
+@given(
+    name=st.sampled_from(SIGNED),
+    xs=st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=30),
+    subnormals=st.booleans(),
+)
 def test_ru_of_negation_is_negated_rd(name, xs, subnormals):
     fmt = lb.get_format(name)
     x = np.array(xs)

@@ -86,14 +86,24 @@ def test_torch_dtype_shape_device_kept(dtype):
         assert isinstance(got, torch.Tensor)
         assert got.dtype == tdt and got.shape == x.shape and got.device == x.device
         o = FloatOracle(lb.get_format(name))
-        want = torch.tensor([o.round(float(v), mode) for v in x.double().reshape(-1).tolist()],
-                            dtype=torch.float64).to(tdt).double().numpy()
+        want = (
+            torch.tensor(
+                [o.round(float(v), mode) for v in x.double().reshape(-1).tolist()],
+                dtype=torch.float64,
+            )
+            .to(tdt)
+            .double()
+            .numpy()
+        )
         assert_same_bits(got.double().numpy().reshape(-1), want, x.double().numpy())
     xt = x.t()  # non-contiguous
     r = lb.round(xt, "e4m3fn")
     assert r.shape == xt.shape
-    assert_same_bits(r.double().numpy(), lb.round(xt.contiguous(), "e4m3fn").double().numpy(),
-                     xt.double().numpy())
+    assert_same_bits(
+        r.double().numpy(),
+        lb.round(xt.contiguous(), "e4m3fn").double().numpy(),
+        xt.double().numpy(),
+    )
     g = x.clone().requires_grad_(True) if tdt.is_floating_point else x
     assert lb.round(g, "e4m3fn").shape == x.shape
     out = torch.empty_like(x)
@@ -134,8 +144,7 @@ def test_jax_dtype_shape_kept(dtype):
 ACCEPTED = ("float64", "float32", "float16", "bfloat16")
 
 
-@pytest.mark.parametrize("dtype", [np.int32, np.int8, np.uint8, np.int64, np.bool_,
-                                   np.complex64])
+@pytest.mark.parametrize("dtype", [np.int32, np.int8, np.uint8, np.int64, np.bool_, np.complex64])
 def test_bad_numpy_dtype_is_type_error_naming_accepted(dtype):
     with pytest.raises(TypeError) as err:
         lb.round(np.zeros(3, dtype=dtype), "e4m3fn")
@@ -145,8 +154,11 @@ def test_bad_numpy_dtype_is_type_error_naming_accepted(dtype):
 def test_bad_torch_and_jax_dtypes():
     torch = pytest.importorskip("torch")
     jnp = pytest.importorskip("jax.numpy")
-    for t in (torch.zeros(3, dtype=torch.int32), torch.zeros(3, dtype=torch.uint8),
-              torch.zeros(3, dtype=torch.bool)):
+    for t in (
+        torch.zeros(3, dtype=torch.int32),
+        torch.zeros(3, dtype=torch.uint8),
+        torch.zeros(3, dtype=torch.bool),
+    ):
         with pytest.raises(TypeError) as err:
             lb.round(t, "e4m3fn")
         assert all(a in str(err.value) for a in ACCEPTED)
@@ -193,13 +205,16 @@ def test_bad_format_is_value_error_listing_names():
         lb.round(1.0, 16)
 
 
-@pytest.mark.parametrize(("name", "bad", "accepted"), [
-    ("fp16", "nan", ("inf", "saturate")),
-    ("e4m3fn", "inf", ("nan", "saturate")),
-    ("e2m1", "nan", ("saturate",)),
-    ("int8", "clip", ("saturate", "wrap")),
-    ("e5m2", "wrap", ("inf", "saturate")),
-])
+@pytest.mark.parametrize(
+    ("name", "bad", "accepted"),
+    [
+        ("fp16", "nan", ("inf", "saturate")),
+        ("e4m3fn", "inf", ("nan", "saturate")),
+        ("e2m1", "nan", ("saturate",)),
+        ("int8", "clip", ("saturate", "wrap")),
+        ("e5m2", "wrap", ("inf", "saturate")),
+    ],
+)
 def test_bad_overflow_is_value_error_listing_options(name, bad, accepted):
     with pytest.raises(ValueError) as err:
         lb.round(1.0, name, overflow=bad)

@@ -32,13 +32,29 @@ INPUTS = {"fp16": all_float16, "bf16": all_bfloat16}
 NATIVE = {"fp16": np.dtype(np.float16), "bf16": np.dtype(ml_dtypes.bfloat16)}
 # (name, heavy?) -- heavy targets have many values, so their oracle tables take seconds
 FLOAT_TARGETS = [
-    ("bf16", True), ("fp16", True), ("e6m5", True),
-    ("e5m2", False), ("e4m3fn", False), ("e4m3-ieee", False), ("e4m3fnuz", False),
-    ("e5m2fnuz", False), ("e3m2", False), ("e2m3", False), ("e2m1", False),
-    ("e3m4", False), ("e2m0", False), ("e5m2fn", False), ("e3m3fnuz", False),
+    ("bf16", True),
+    ("fp16", True),
+    ("e6m5", True),
+    ("e5m2", False),
+    ("e4m3fn", False),
+    ("e4m3-ieee", False),
+    ("e4m3fnuz", False),
+    ("e5m2fnuz", False),
+    ("e3m2", False),
+    ("e2m3", False),
+    ("e2m1", False),
+    ("e3m4", False),
+    ("e2m0", False),
+    ("e5m2fn", False),
+    ("e3m3fnuz", False),
 ]
-FIXED_TARGETS = [("int4", False), ("int8", False), ("uint8", False), ("uq0.8", False),
-                 ("q3.12", True)]
+FIXED_TARGETS = [
+    ("int4", False),
+    ("int8", False),
+    ("uint8", False),
+    ("uq0.8", False),
+    ("q3.12", True),
+]
 IMPLS = ("reference", "auto")
 N_CHECK = 1500  # elements re-checked one by one against the Fraction oracle per table
 
@@ -60,7 +76,8 @@ def _validate_shortcut(oracle, x: np.ndarray, tables: dict, seed: int) -> None:
         for key, expected in one.items():
             got = tables[key][i]
             same = (np.isnan(got) and np.isnan(expected)) or (
-                np.float64(got).view(np.uint64) == np.float64(expected).view(np.uint64))
+                np.float64(got).view(np.uint64) == np.float64(expected).view(np.uint64)
+            )
             assert same, f"oracle shortcut differs at x={x[i]!r} {key}: {got} vs {expected}"
 
 
@@ -99,8 +116,13 @@ def _check_all(inputs: str, target: str, subnormals: bool, mode: str) -> None:
             for impl in IMPLS:
                 got = lb.round(xd, fmt, mode, overflow=ov, subnormals=subnormals, impl=impl)
                 assert got.dtype == dt and got.shape == x.shape
-                assert_same_bits(got, expected, x, f"{inputs}->{target} {mode} overflow={ov} "
-                                 f"subnormals={subnormals} dtype={dt} impl={impl}")
+                assert_same_bits(
+                    got,
+                    expected,
+                    x,
+                    f"{inputs}->{target} {mode} overflow={ov} "
+                    f"subnormals={subnormals} dtype={dt} impl={impl}",
+                )
 
 
 def _params(targets):
@@ -120,18 +142,27 @@ def test_every_fp16_bf16_input_float_formats(inputs, target, subnormals, mode):
 
 
 @pytest.mark.parametrize("mode", DETERMINISTIC_MODES)
-@pytest.mark.parametrize(("inputs", "target"),
-                         [p for p in _params(FIXED_TARGETS) if p.values[0] == "fp16"])
+@pytest.mark.parametrize(
+    ("inputs", "target"), [p for p in _params(FIXED_TARGETS) if p.values[0] == "fp16"]
+)
 def test_every_fp16_input_fixed_formats(inputs, target, mode):
     _check_all(inputs, target, True, mode)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", DETERMINISTIC_MODES)
-@pytest.mark.parametrize(("inputs", "target"), [("fp16", "e4m3fn"), ("fp16", "e5m2"),
-                                                ("fp16", "e2m1"), ("fp16", "e4m3fnuz"),
-                                                ("bf16", "bf16"), ("bf16", "fp16"),
-                                                ("fp16", "int8")])
+@pytest.mark.parametrize(
+    ("inputs", "target"),
+    [
+        ("fp16", "e4m3fn"),
+        ("fp16", "e5m2"),
+        ("fp16", "e2m1"),
+        ("fp16", "e4m3fnuz"),
+        ("bf16", "bf16"),
+        ("bf16", "fp16"),
+        ("fp16", "int8"),
+    ],
+)
 def test_every_input_torch_and_jax(inputs, target, mode):
     """The torch (float64/float32, CPU) and jax (float32) paths on the same tables."""
     torch = pytest.importorskip("torch")
@@ -144,14 +175,14 @@ def test_every_input_torch_and_jax(inputs, target, mode):
             expected = tables[(mode, ov)]
             what = f"{inputs}->{target} {mode} overflow={ov} subnormals={subnormals}"
             for tdt in (torch.float64, torch.float32):
-                got = lb.round(torch.from_numpy(x).to(tdt), fmt, mode, overflow=ov,
-                               subnormals=subnormals)
+                got = lb.round(
+                    torch.from_numpy(x).to(tdt), fmt, mode, overflow=ov, subnormals=subnormals
+                )
                 assert got.dtype == tdt
                 assert_same_bits(got.double().numpy(), expected, x, f"torch {tdt} {what}")
             with np.errstate(invalid="ignore"):  # signalling NaN codes
                 x32 = x.astype(np.float32)
-            got = lb.round(jnp.asarray(x32), fmt, mode, overflow=ov,
-                           subnormals=subnormals)
+            got = lb.round(jnp.asarray(x32), fmt, mode, overflow=ov, subnormals=subnormals)
             assert got.dtype == jnp.float32
             assert_same_bits(np.asarray(got, dtype=np.float64), expected, x, f"jax {what}")
 
@@ -160,10 +191,24 @@ def test_every_input_torch_and_jax(inputs, target, mode):
 def _fixed_magnitudes(name: str):
     o = FixedOracle(lb.get_format(name))
     rng = np.random.default_rng(5)
-    x = np.concatenate([np.ldexp(rng.uniform(-1, 1, 1500), rng.integers(-40, 1000, 1500)),
-                        rng.uniform(-3, 3, 500) * float(o.max),
-                        [2.0**60 + 2**8, -(2.0**60) - 2**8, 2.0**53 + 2, 1e300, -1e300, 5e-324,
-                         np.inf, -np.inf, np.nan, -0.0]])
+    x = np.concatenate(
+        [
+            np.ldexp(rng.uniform(-1, 1, 1500), rng.integers(-40, 1000, 1500)),
+            rng.uniform(-3, 3, 500) * float(o.max),
+            [
+                2.0**60 + 2**8,
+                -(2.0**60) - 2**8,
+                2.0**53 + 2,
+                1e300,
+                -1e300,
+                5e-324,
+                np.inf,
+                -np.inf,
+                np.nan,
+                -0.0,
+            ],
+        ]
+    )
     with np.errstate(over="ignore"):
         x32 = x.astype(np.float32)
     want = [o.round_all(float(v)) for v in x]

@@ -101,8 +101,9 @@ def test_sr_equal_is_fifty_fifty(frac, impl):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize(("k", "frac"), [(1, 0.75), (2, 0.3), (4, 5 / 16 + 1 / 64), (4, 0.999),
-                                         (8, 0.2), (3, 1 / 8)])
+@pytest.mark.parametrize(
+    ("k", "frac"), [(1, 0.75), (2, 0.3), (4, 5 / 16 + 1 / 64), (4, 0.999), (8, 0.2), (3, 1 / 8)]
+)
 def test_sr_bits_probability_is_floor_of_frac(k, frac, impl):
     x = 2.0 + frac * 2.0**-9  # fp16 spacing at 2 is 2^-9
     p = math.floor(frac * 2**k) / 2**k
@@ -133,8 +134,10 @@ def test_sr_is_unbiased_for_arbitrary_values(impl):
 
 # ---- exact decisions from the documented draw ---------------------------------------------
 
-def _predicted(oracle, x: np.ndarray, mode: str, seed: int, offset: int = 0,
-               nbits: int = 32) -> np.ndarray:
+
+def _predicted(
+    oracle, x: np.ndarray, mode: str, seed: int, offset: int = 0, nbits: int = 32
+) -> np.ndarray:
     out = np.empty(x.size)
     for i, xv in enumerate(x.reshape(-1).tolist()):
         if xv == 0 or not math.isfinite(xv):
@@ -158,9 +161,13 @@ def _sr_inputs(name: str, n: int = 3000, seed: int = 4) -> np.ndarray:
     rng = np.random.default_rng(seed)
     fmt = lb.get_format(name)
     top = min(fmt.max, 1e4)
-    x = np.concatenate([rng.uniform(-top, top, n // 3),
-                        np.ldexp(rng.uniform(-1, 1, n // 3), rng.integers(-26, 3, n // 3)),
-                        rng.standard_normal(n - 2 * (n // 3))])
+    x = np.concatenate(
+        [
+            rng.uniform(-top, top, n // 3),
+            np.ldexp(rng.uniform(-1, 1, n // 3), rng.integers(-26, 3, n // 3)),
+            rng.standard_normal(n - 2 * (n // 3)),
+        ]
+    )
     return x.astype(np.float32).astype(np.float64)  # exact in fp32, so every backend agrees
 
 
@@ -180,8 +187,9 @@ def _decision_case(name: str, mode: str, nbits: int, offset: int):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize(("mode", "nbits"), [("sr", 32), ("sr", 5), ("sr_equal", 32),
-                                             ("sr_bits", 3), ("sr_bits", 12)])
+@pytest.mark.parametrize(
+    ("mode", "nbits"), [("sr", 32), ("sr", 5), ("sr_equal", 32), ("sr_bits", 3), ("sr_bits", 12)]
+)
 @pytest.mark.parametrize("name", ["fp16", "e4m3fn", "e2m1", "bf16", "q3.12"])
 def test_sr_decisions_follow_the_documented_draw(name, mode, nbits, impl):
     fmt = lb.get_format(name)
@@ -219,8 +227,10 @@ def test_chunking_with_offset_is_invariant(mode, rb, impl):
     whole = lb.round(x, "e4m3fn", mode, seed=77, rand_bits=rb, impl=impl)
     flat = x.reshape(-1)
     cuts = [0, 1, 999, 1000, 3333, 5000]
-    parts = [lb.round(flat[a:b], "e4m3fn", mode, seed=77, rand_bits=rb, offset=a, impl=impl)
-             for a, b in itertools.pairwise(cuts)]
+    parts = [
+        lb.round(flat[a:b], "e4m3fn", mode, seed=77, rand_bits=rb, offset=a, impl=impl)
+        for a, b in itertools.pairwise(cuts)
+    ]
     assert np.concatenate(parts).tobytes() == whole.reshape(-1).tobytes()
     # and an offset really shifts the stream
     shifted = lb.round(flat, "e4m3fn", mode, seed=77, rand_bits=rb, offset=1, impl=impl)
@@ -242,8 +252,9 @@ def test_numpy_torch_jax_identical_for_fp32(name, mode, rb):
     x64 = x.astype(np.float64)
     ref64 = lb.round(x64, name, mode, impl="reference", **kw)
     assert_same_bits(ref64, ref, x, "fp64 vs fp32 input")
-    assert_same_bits(lb.round(torch.from_numpy(x64), name, mode, **kw).numpy(), ref64, x,
-                     "torch fp64")
+    assert_same_bits(
+        lb.round(torch.from_numpy(x64), name, mode, **kw).numpy(), ref64, x, "torch fp64"
+    )
 
 
 @pytest.mark.parametrize("impl", IMPLS)

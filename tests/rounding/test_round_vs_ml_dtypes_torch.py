@@ -91,8 +91,11 @@ def test_no_nan_formats_keep_nan_unlike_ml_dtypes(name):
 @pytest.mark.parametrize("name", ["bf16", "e4m3fn"])
 def test_ml_dtypes_double_rounds_float64_lowbit_does_not(name):
     """ml_dtypes goes float64 → float32 → target; lowbit (and the oracle) round once."""
-    x = np.array([-29.00000011, 29.00000011] if name == "e4m3fn"
-                 else [1 + 2**-8 + 2**-30, -(1 + 2**-8 + 2**-30)])
+    x = np.array(
+        [-29.00000011, 29.00000011]
+        if name == "e4m3fn"
+        else [1 + 2**-8 + 2**-30, -(1 + 2**-8 + 2**-30)]
+    )
     o = FloatOracle(lb.get_format(name))
     want = np.array([o.round(float(v), "rne") for v in x])
     assert_same_bits(lb.round(x, name), want, x, name)
@@ -105,12 +108,14 @@ def test_ml_dtypes_double_rounds_float64_lowbit_does_not(name):
 def test_e8m0_agrees_with_ml_dtypes_on_normal_fp32_including_ties():
     rng = np.random.default_rng(3)
     k = rng.integers(-126, 127, 100_000)
-    x = np.concatenate([
-        np.ldexp(rng.uniform(1, 2, k.size), k),
-        np.ldexp(1.5, np.arange(-126, 127)),  # every tie
-        np.ldexp(1.0, np.arange(-126, 128)),  # every exact value (2^127 is the max)
-        np.nextafter(np.ldexp(1.5, np.arange(-126, 127)), 0),
-    ]).astype(np.float32)
+    x = np.concatenate(
+        [
+            np.ldexp(rng.uniform(1, 2, k.size), k),
+            np.ldexp(1.5, np.arange(-126, 127)),  # every tie
+            np.ldexp(1.0, np.arange(-126, 128)),  # every exact value (2^127 is the max)
+            np.nextafter(np.ldexp(1.5, np.arange(-126, 127)), 0),
+        ]
+    ).astype(np.float32)
     for impl in IMPLS:
         got = lb.round(x, "e8m0", impl=impl)
         assert_same_bits(got, _ml_cast(x, ml_dtypes.float8_e8m0fnu), x, f"e8m0 ({impl})")
@@ -132,9 +137,14 @@ def test_e8m0_fp32_subnormal_inputs_round_to_nearest_unlike_ml_dtypes():
 # ---- torch --------------------------------------------------------------------------------
 
 torch = pytest.importorskip("torch")
-TORCH = {"bf16": torch.bfloat16, "fp16": torch.float16, "e5m2": torch.float8_e5m2,
-         "e4m3fn": torch.float8_e4m3fn, "e4m3fnuz": torch.float8_e4m3fnuz,
-         "e5m2fnuz": torch.float8_e5m2fnuz}
+TORCH = {
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "e5m2": torch.float8_e5m2,
+    "e4m3fn": torch.float8_e4m3fn,
+    "e4m3fnuz": torch.float8_e4m3fnuz,
+    "e5m2fnuz": torch.float8_e5m2fnuz,
+}
 
 
 def _torch_cast(x32: np.ndarray, dt) -> np.ndarray:
@@ -168,6 +178,9 @@ def test_e4m3fn_overflow_torch_saturates_ml_dtypes_nans():
 def test_e5m2_overflow_is_ieee_in_torch_ml_dtypes_and_lowbit():
     x = np.array([57344, 61439, 61440, 1e6, np.inf, -np.inf], dtype=np.float32)
     want = np.array([57344, 57344, math.inf, math.inf, math.inf, -math.inf], dtype=np.float32)
-    for theirs in (_torch_cast(x, torch.float8_e5m2), _ml_cast(x, ml_dtypes.float8_e5m2),
-                   lb.round(x, "e5m2")):
+    for theirs in (
+        _torch_cast(x, torch.float8_e5m2),
+        _ml_cast(x, ml_dtypes.float8_e5m2),
+        lb.round(x, "e5m2"),
+    ):
         assert_same_bits(theirs, want, x, "e5m2 overflow")

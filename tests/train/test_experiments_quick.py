@@ -52,8 +52,11 @@ def test_weight_rounding_quick_run(weight_rounding, tmp_path: Path) -> None:
     assert weight_rounding.main(["--quick", "--no-progress", "--out", str(tmp_path)]) == 0
     md = (tmp_path / "pychop_weight_rounding.md").read_text()
     assert (tmp_path / "pychop_weight_rounding.png").read_bytes()[:4] == b"\x89PNG"
-    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in md.splitlines()
-            if line.startswith("| ") and "`" in line}
+    rows = {
+        line.split(" | ")[0].lstrip("| "): line.split(" | ")
+        for line in md.splitlines()
+        if line.startswith("| ") and "`" in line
+    }
     assert set(rows) >= {"fp32", "e4m3-ieee (q43)", "e5m2 (q52)", "bf16"}
     assert rows["fp32"][3] == "+0.00" and rows["fp32"][4] == "0.00e+00"
     # relative weight error grows as mantissa bits shrink (fp16 10 > bf16 7 > e4m3 3 > e5m2 2)
@@ -69,8 +72,11 @@ def test_low_precision_training_quick_run(tmp_path: Path) -> None:
     assert rc == 0
     md = (tmp_path / "low_precision_training.md").read_text()
     assert (tmp_path / "low_precision_training.png").read_bytes()[:4] == b"\x89PNG"
-    body = [line for line in md.splitlines() if line.startswith("| main") or
-            line.startswith("| small lr")]
+    body = [
+        line
+        for line in md.splitlines()
+        if line.startswith("| main") or line.startswith("| small lr")
+    ]
     # fp32 reference, fp32 compute RNE/SR, fp8 RNE/SR; small lr: fp32, RNE, SR
     assert len(body) == 8
     assert sum("dynamic (" in line for line in body) == 2  # the fp8 runs scale the loss

@@ -39,16 +39,19 @@ def test_dumps_reads_back_equal(doc: dict) -> None:
 
 
 def test_special_floats_and_none() -> None:
-    text = _toml.dumps({"a": math.inf, "b": -math.inf, "c": math.nan, "d": None,
-                        "t": {"x": None, "y": 1e-300}})
+    text = _toml.dumps(
+        {"a": math.inf, "b": -math.inf, "c": math.nan, "d": None, "t": {"x": None, "y": 1e-300}}
+    )
     back = tomllib.loads(text)
     assert back["a"] == math.inf and back["b"] == -math.inf and math.isnan(back["c"])
     assert "d" not in back and back["t"] == {"y": 1e-300}
 
 
 def test_quoted_keys_and_nested_tables() -> None:
-    doc = {"per layer": {"stem.0": {"weight": "int8"}, "fc": {"weight": "fp32"}},
-           "a\n": 'q"\\\x7f\x00'}
+    doc = {
+        "per layer": {"stem.0": {"weight": "int8"}, "fc": {"weight": "fp32"}},
+        "a\n": 'q"\\\x7f\x00',
+    }
     text = _toml.dumps(doc)
     assert '["per layer"."stem.0"]' in text
     assert tomllib.loads(text) == doc

@@ -17,8 +17,9 @@ def _net() -> torch.nn.Module:
 
 
 def _on_grid(model: torch.nn.Module, fmt: str) -> bool:
-    return all(torch.equal(lb.round(p.detach().contiguous(), fmt), p.detach())
-               for p in model.parameters())
+    return all(
+        torch.equal(lb.round(p.detach().contiguous(), fmt), p.detach()) for p in model.parameters()
+    )
 
 
 def _one_step(model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
@@ -28,8 +29,7 @@ def _one_step(model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
     opt.step()
 
 
-@pytest.mark.parametrize("optimizer, cls", [("adamw", torch.optim.AdamW),
-                                            ("sgd", torch.optim.SGD)])
+@pytest.mark.parametrize("optimizer, cls", [("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)])
 def test_fp32_config_gives_the_torch_optimizer(optimizer: str, cls: type) -> None:
     cfg = TrainConfig(optimizer=optimizer, lr=0.01, weight_decay=0.001)
     opt = build_optimizer(_net().parameters(), cfg)
@@ -40,17 +40,22 @@ def test_fp32_config_gives_the_torch_optimizer(optimizer: str, cls: type) -> Non
         assert g["momentum"] == 0.9
 
 
-@pytest.mark.parametrize("optimizer, cls", [("adamw", LowPrecisionAdamW),
-                                            ("sgd", LowPrecisionSGD)])
+@pytest.mark.parametrize("optimizer, cls", [("adamw", LowPrecisionAdamW), ("sgd", LowPrecisionSGD)])
 def test_bf16_weights_give_the_low_precision_optimizer(optimizer: str, cls: type) -> None:
-    cfg = TrainConfig(optimizer=optimizer, lr=0.01, weight_fmt="bf16", state_fmt="fp32",
-                      update_mode="sr", seed=7)
+    cfg = TrainConfig(
+        optimizer=optimizer, lr=0.01, weight_fmt="bf16", state_fmt="fp32", update_mode="sr", seed=7
+    )
     model = _net()
     opt = build_optimizer(model.parameters(), cfg)
     assert type(opt) is cls
     g = opt.param_groups[0]
-    assert (g["weight_fmt"], g["state_fmt"], g["update_mode"], g["seed"], g["lr"]) == \
-        ("bf16", None, "sr", 7, 0.01)
+    assert (g["weight_fmt"], g["state_fmt"], g["update_mode"], g["seed"], g["lr"]) == (
+        "bf16",
+        None,
+        "sr",
+        7,
+        0.01,
+    )
     assert not g["master_weights"]
     assert _on_grid(model, "bf16")  # the optimizer put the weights on their grid
     before = [p.detach().clone() for p in model.parameters()]

@@ -10,10 +10,23 @@ import pytest
 
 from lowbit.train import TrainConfig
 
-NON_DEFAULT = TrainConfig(model="cnn-small", data="digits", data_dir="/tmp/x", subset=500,
-                          epochs=7, batch_size=64, lr=3e-4, weight_decay=1e-4, optimizer="sgd",
-                          weight_fmt="bf16", state_fmt="fp16", update_mode="sr",
-                          master_weights=True, loss_scaling="dynamic", seed=11)
+NON_DEFAULT = TrainConfig(
+    model="cnn-small",
+    data="digits",
+    data_dir="/tmp/x",
+    subset=500,
+    epochs=7,
+    batch_size=64,
+    lr=3e-4,
+    weight_decay=1e-4,
+    optimizer="sgd",
+    weight_fmt="bf16",
+    state_fmt="fp16",
+    update_mode="sr",
+    master_weights=True,
+    loss_scaling="dynamic",
+    seed=11,
+)
 
 
 def test_non_default_config_differs_from_default_in_every_field() -> None:
@@ -53,22 +66,25 @@ def test_unknown_key_names_it_and_lists_the_fields() -> None:
     assert "'epoch'" in str(e.value) and "epochs" in str(e.value) and "batch_size" in str(e.value)
 
 
-@pytest.mark.parametrize("change, err, words", [
-    ({"optimizer": "adam"}, ValueError, ["'adam'", "adamw", "sgd"]),
-    ({"loss_scaling": "auto"}, ValueError, ["'auto'", "dynamic"]),
-    ({"epochs": 0}, ValueError, ["epochs", ">= 1"]),
-    ({"subset": 0}, ValueError, ["subset"]),
-    ({"batch_size": 2.5}, TypeError, ["batch_size"]),
-    ({"epochs": True}, TypeError, ["epochs"]),
-    ({"lr": -1.0}, ValueError, ["lr", "> 0"]),
-    ({"lr": float("nan")}, ValueError, ["lr"]),
-    ({"weight_decay": -0.1}, ValueError, ["weight_decay"]),
-    ({"weight_fmt": "fp7x"}, ValueError, ["fp7x"]),
-    ({"state_fmt": 16}, TypeError, ["state_fmt"]),
-    ({"update_mode": "halfway"}, ValueError, ["halfway", "rne", "sr"]),
-    ({"master_weights": "yes"}, TypeError, ["master_weights"]),
-    ({"quant": {"weight": "int8"}}, TypeError, ["quant"]),
-])
+@pytest.mark.parametrize(
+    "change, err, words",
+    [
+        ({"optimizer": "adam"}, ValueError, ["'adam'", "adamw", "sgd"]),
+        ({"loss_scaling": "auto"}, ValueError, ["'auto'", "dynamic"]),
+        ({"epochs": 0}, ValueError, ["epochs", ">= 1"]),
+        ({"subset": 0}, ValueError, ["subset"]),
+        ({"batch_size": 2.5}, TypeError, ["batch_size"]),
+        ({"epochs": True}, TypeError, ["epochs"]),
+        ({"lr": -1.0}, ValueError, ["lr", "> 0"]),
+        ({"lr": float("nan")}, ValueError, ["lr"]),
+        ({"weight_decay": -0.1}, ValueError, ["weight_decay"]),
+        ({"weight_fmt": "fp7x"}, ValueError, ["fp7x"]),
+        ({"state_fmt": 16}, TypeError, ["state_fmt"]),
+        ({"update_mode": "halfway"}, ValueError, ["halfway", "rne", "sr"]),
+        ({"master_weights": "yes"}, TypeError, ["master_weights"]),
+        ({"quant": {"weight": "int8"}}, TypeError, ["quant"]),
+    ],
+)
 def test_bad_values_raise_clear_errors(change: dict, err: type, words: list[str]) -> None:
     with pytest.raises(err) as e:
         dataclasses.replace(TrainConfig(), **change)
@@ -95,9 +111,16 @@ def test_frozen() -> None:
 def test_round_trip_with_quant_overrides_and_skip() -> None:
     from lowbit.nn import QuantConfig
 
-    q = QuantConfig.from_recipe("w4a8", overrides=[("stem.*", {"weight": None, "act": "int8"}),
-                                                   ("fc", {"granularity": "per_tensor"})],
-                                skip=("head",), grad_mode="sr", seed=3)
+    q = QuantConfig.from_recipe(
+        "w4a8",
+        overrides=[
+            ("stem.*", {"weight": None, "act": "int8"}),
+            ("fc", {"granularity": "per_tensor"}),
+        ],
+        skip=("head",),
+        grad_mode="sr",
+        seed=3,
+    )
     cfg = NON_DEFAULT.replace(quant=q)
     text = cfg.to_toml()
     assert "[quant]" in text and text.count("[[quant.overrides]]") == 2

@@ -19,8 +19,9 @@ EXPECTED_QUANT = {
     "bf16": QuantConfig.from_recipe("bf16"),
     "fp8": QuantConfig.from_recipe("fp8"),
     "w8a8": QuantConfig.from_recipe("w8a8"),
-    "w4a8": QuantConfig.from_recipe("w4a8", overrides=(("stem.*", {"weight": "int8"}),
-                                                       ("fc", {"weight": "int8"}))),
+    "w4a8": QuantConfig.from_recipe(
+        "w4a8", overrides=(("stem.*", {"weight": "int8"}), ("fc", {"weight": "int8"}))
+    ),
 }
 
 

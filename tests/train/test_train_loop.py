@@ -21,8 +21,12 @@ def digits():
 
 def _model(digits, name: str = "cnn-small", seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return build_model(name, in_channels=digits.in_channels, num_classes=digits.num_classes,
-                       image_size=digits.image_size)
+    return build_model(
+        name,
+        in_channels=digits.in_channels,
+        num_classes=digits.num_classes,
+        image_size=digits.image_size,
+    )
 
 
 def _full_batch(model: torch.nn.Module, ds) -> tuple[float, float]:
@@ -42,8 +46,15 @@ def test_fit_one_epoch_beats_chance_and_history_is_consistent(digits) -> None:
     test = make_loader(digits.test, 100, shuffle=False)
     h = fit(model, train, test, optimizer=opt, epochs=1, progress=False, label="digits")
     assert len(h) == 1 and h.epoch == [1] and h.label == "digits"
-    for col in ("train_loss", "train_acc", "test_loss", "test_acc", "seconds", "skipped_steps",
-                "eval_seconds"):
+    for col in (
+        "train_loss",
+        "train_acc",
+        "test_loss",
+        "test_acc",
+        "seconds",
+        "skipped_steps",
+        "eval_seconds",
+    ):
         assert len(getattr(h, col)) == 1, col
     assert h.seconds[0] > 0 and h.eval_seconds[0] > 0 and h.skipped_steps == [0]
     acc, loss = _full_batch(model, digits.test)
@@ -116,8 +127,15 @@ def test_fit_uses_the_scaler_and_counts_skipped_steps(digits) -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     train = make_loader(digits.train, 100, shuffle=True, seed=0)  # 14 steps per epoch
     sc = FakeScaler()
-    h = fit(model, train, make_loader(digits.test, 450, shuffle=False), optimizer=opt, epochs=2,
-            scaler=sc, progress=False)
+    h = fit(
+        model,
+        train,
+        make_loader(digits.test, 450, shuffle=False),
+        optimizer=opt,
+        epochs=2,
+        scaler=sc,
+        progress=False,
+    )
     steps = len(train)
     assert sc.calls == {"scale": 2 * steps, "step": 2 * steps, "update": 2 * steps}
     # skipped: step calls 3, 6, ..., counted per epoch
@@ -134,10 +152,15 @@ def test_on_epoch_can_stop_and_sees_the_history(digits) -> None:
         seen.append(len(h))
         return len(h) == 2
 
-    h = fit(model, make_loader(digits.train, 256, shuffle=True),
-            make_loader(digits.test, 450, shuffle=False),
-            optimizer=torch.optim.SGD(model.parameters(), lr=0.01), epochs=5, progress=False,
-            on_epoch=stop_after_two)
+    h = fit(
+        model,
+        make_loader(digits.train, 256, shuffle=True),
+        make_loader(digits.test, 450, shuffle=False),
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
+        epochs=5,
+        progress=False,
+        on_epoch=stop_after_two,
+    )
     assert seen == [1, 2] and len(h) == 2
 
 
@@ -165,8 +188,15 @@ def test_scheduler_is_stepped_after_every_step(digits) -> None:
     train = make_loader(digits.train, 200, shuffle=True)  # 7 steps per epoch
     total = 2 * len(train)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total + 4)
-    fit(model, train, make_loader(digits.test, 450, shuffle=False), optimizer=opt, epochs=2,
-        progress=False, scheduler=sched)
+    fit(
+        model,
+        train,
+        make_loader(digits.test, 450, shuffle=False),
+        optimizer=opt,
+        epochs=2,
+        progress=False,
+        scheduler=sched,
+    )
     # closed form of the cosine schedule after `total` steps
     want = 0.1 * (1 + math.cos(math.pi * total / (total + 4))) / 2
     assert math.isclose(opt.param_groups[0]["lr"], want, rel_tol=1e-12)

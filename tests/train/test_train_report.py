@@ -8,10 +8,17 @@ from pathlib import Path
 
 from lowbit.train import History, markdown_table, rich_table, summary_rows, write_history
 
-H = History(label="w8a8", epoch=[1, 2, 3], train_loss=[1.5, 0.75, 0.5],
-            train_acc=[0.5, 0.75, 0.875], test_loss=[1.25, 0.625, 0.5],
-            test_acc=[0.6, 0.8125, 0.8], seconds=[2.5, 2.0, 12.25], skipped_steps=[1, 0, 0],
-            eval_seconds=[0.5, 0.5, 0.5])
+H = History(
+    label="w8a8",
+    epoch=[1, 2, 3],
+    train_loss=[1.5, 0.75, 0.5],
+    train_acc=[0.5, 0.75, 0.875],
+    test_loss=[1.25, 0.625, 0.5],
+    test_acc=[0.6, 0.8125, 0.8],
+    seconds=[2.5, 2.0, 12.25],
+    skipped_steps=[1, 0, 0],
+    eval_seconds=[0.5, 0.5, 0.5],
+)
 
 
 def test_history_properties() -> None:
@@ -40,8 +47,14 @@ def test_write_history_files_read_back(tmp_path: Path) -> None:
 
 def test_summary_rows_and_tables() -> None:
     (row,) = summary_rows(H)
-    assert row == {"run": "w8a8", "epochs": "3", "final test acc %": "80.00",
-                   "best test acc %": "81.25", "final train loss": "0.5000", "s / epoch": "5.58"}
+    assert row == {
+        "run": "w8a8",
+        "epochs": "3",
+        "final test acc %": "80.00",
+        "best test acc %": "81.25",
+        "final train loss": "0.5000",
+        "s / epoch": "5.58",
+    }
     md = markdown_table([row, {**row, "run": "x"}]).splitlines()
     assert len(md) == 4 and md[1] == "|---|---:|---:|---:|---:|---:|"
     t = rich_table([row], title="t")

@@ -38,8 +38,7 @@ def _f32(x: float) -> float:
 
 
 def _positive(name: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
-            math.isfinite(v) and v > 0):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
     return float(v)
 
@@ -75,15 +74,31 @@ class LossScaler:
         max_scale: float = 2.0**24,
         grad_fmt: Any = None,
     ) -> None:
-        self._configure(init_scale, dynamic, growth_factor, backoff_factor, growth_interval,
-                        min_scale, max_scale, grad_fmt)
+        self._configure(
+            init_scale,
+            dynamic,
+            growth_factor,
+            backoff_factor,
+            growth_interval,
+            min_scale,
+            max_scale,
+            grad_fmt,
+        )
         self._growth_tracker = 0
         self._found_inf = False
         self._stage: dict[int, str] = {}  # id(optimizer) -> "unscaled" | "stepped"
 
-    def _configure(self, init_scale: Any, dynamic: Any, growth_factor: Any,
-                   backoff_factor: Any, growth_interval: Any, min_scale: Any, max_scale: Any,
-                   grad_fmt: Any) -> None:
+    def _configure(
+        self,
+        init_scale: Any,
+        dynamic: Any,
+        growth_factor: Any,
+        backoff_factor: Any,
+        growth_interval: Any,
+        min_scale: Any,
+        max_scale: Any,
+        grad_fmt: Any,
+    ) -> None:
         if not isinstance(dynamic, bool):
             raise ValueError(f"dynamic must be a bool, got {dynamic!r}")
         scale = _positive("init_scale", init_scale)
@@ -91,25 +106,34 @@ class LossScaler:
         if hi < lo:
             raise ValueError(f"max_scale={max_scale!r} is below min_scale={min_scale!r}")
         if not lo <= scale <= hi:
-            raise ValueError(f"init_scale={init_scale!r} is outside [min_scale, max_scale] = "
-                             f"[{min_scale!r}, {max_scale!r}]")
+            raise ValueError(
+                f"init_scale={init_scale!r} is outside [min_scale, max_scale] = "
+                f"[{min_scale!r}, {max_scale!r}]"
+            )
         if not _positive("growth_factor", growth_factor) > 1:
             raise ValueError(f"growth_factor must be > 1, got {growth_factor!r}")
         if not _positive("backoff_factor", backoff_factor) < 1:
             raise ValueError(f"backoff_factor must be in (0, 1), got {backoff_factor!r}")
-        if isinstance(growth_interval, bool) or not isinstance(growth_interval, int) or \
-                growth_interval < 1:
+        if (
+            isinstance(growth_interval, bool)
+            or not isinstance(growth_interval, int)
+            or growth_interval < 1
+        ):
             raise ValueError(f"growth_interval must be an int >= 1, got {growth_interval!r}")
         if grad_fmt is not None:
             try:
                 f = get_format(grad_fmt)
             except (ValueError, TypeError) as e:
-                raise ValueError(f"grad_fmt={grad_fmt!r} is not a lowbit format ({e}); "
-                                 "accepted: None or an element format such as 'fp16', "
-                                 "'bf16', 'e5m2', 'e4m3'") from None
+                raise ValueError(
+                    f"grad_fmt={grad_fmt!r} is not a lowbit format ({e}); "
+                    "accepted: None or an element format such as 'fp16', "
+                    "'bf16', 'e5m2', 'e4m3'"
+                ) from None
             if isinstance(f, BlockFormat):
-                raise ValueError(f"grad_fmt={grad_fmt!r} is a block format; accepted: None or "
-                                 "an element format ('fp16', 'e5m2', ...)")
+                raise ValueError(
+                    f"grad_fmt={grad_fmt!r} is a block format; accepted: None or "
+                    "an element format ('fp16', 'e5m2', ...)"
+                )
         self._scale = _f32(scale)
         self.dynamic = dynamic
         self.growth_factor = float(growth_factor)
@@ -126,8 +150,9 @@ class LossScaler:
             return loss * self._scale
         if isinstance(loss, (list, tuple)):
             return type(loss)(self.scale(x) for x in loss)
-        raise TypeError(f"scale() takes a tensor or a list/tuple of tensors, got "
-                        f"{type(loss).__name__}")
+        raise TypeError(
+            f"scale() takes a tensor or a list/tuple of tensors, got {type(loss).__name__}"
+        )
 
     @property
     def loss_scale(self) -> float:
@@ -154,8 +179,9 @@ class LossScaler:
         """
         stage = self._stage.get(id(optimizer))
         if stage == "unscaled":
-            raise RuntimeError("unscale_() has already been called on this optimizer since "
-                               "the last update()")
+            raise RuntimeError(
+                "unscale_() has already been called on this optimizer since the last update()"
+            )
         if stage == "stepped":
             raise RuntimeError("unscale_() is being called after step()")
         if not self._stage:
@@ -200,8 +226,10 @@ class LossScaler:
             RuntimeError: no gradients were checked since the last update.
         """
         if not self._stage:
-            raise RuntimeError("update() needs unscale_() or step() first: no inf checks "
-                               "were recorded since the last update()")
+            raise RuntimeError(
+                "update() needs unscale_() or step() first: no inf checks "
+                "were recorded since the last update()"
+            )
         self._stage = {}
         if not self.dynamic:
             return
@@ -219,26 +247,35 @@ class LossScaler:
     # ---- checkpoints ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """The scale, growth count and options (plain Python values)."""
-        return {"scale": self._scale, "growth_tracker": self._growth_tracker,
-                "dynamic": self.dynamic, "growth_factor": self.growth_factor,
-                "backoff_factor": self.backoff_factor, "growth_interval": self.growth_interval,
-                "min_scale": self.min_scale, "max_scale": self.max_scale,
-                "grad_fmt": self.grad_fmt if (self.grad_fmt is None
-                                              or isinstance(self.grad_fmt, str))
-                else self.grad_fmt.name}
+        return {
+            "scale": self._scale,
+            "growth_tracker": self._growth_tracker,
+            "dynamic": self.dynamic,
+            "growth_factor": self.growth_factor,
+            "backoff_factor": self.backoff_factor,
+            "growth_interval": self.growth_interval,
+            "min_scale": self.min_scale,
+            "max_scale": self.max_scale,
+            "grad_fmt": self.grad_fmt
+            if (self.grad_fmt is None or isinstance(self.grad_fmt, str))
+            else self.grad_fmt.name,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict` (the options are validated as in the constructor)."""
         missing = {"scale", "growth_tracker"} - set(state)
         if missing:
             raise ValueError(f"state dict lacks {sorted(missing)}")
-        self._configure(state["scale"], state.get("dynamic", self.dynamic),
-                        state.get("growth_factor", self.growth_factor),
-                        state.get("backoff_factor", self.backoff_factor),
-                        state.get("growth_interval", self.growth_interval),
-                        state.get("min_scale", self.min_scale),
-                        state.get("max_scale", self.max_scale),
-                        state.get("grad_fmt", self.grad_fmt))
+        self._configure(
+            state["scale"],
+            state.get("dynamic", self.dynamic),
+            state.get("growth_factor", self.growth_factor),
+            state.get("backoff_factor", self.backoff_factor),
+            state.get("growth_interval", self.growth_interval),
+            state.get("min_scale", self.min_scale),
+            state.get("max_scale", self.max_scale),
+            state.get("grad_fmt", self.grad_fmt),
+        )
         tracker = state["growth_tracker"]
         if isinstance(tracker, bool) or not isinstance(tracker, int) or tracker < 0:
             raise ValueError(f"growth_tracker must be an int >= 0, got {tracker!r}")
@@ -246,9 +283,11 @@ class LossScaler:
         self._stage = {}
 
     def __repr__(self) -> str:
-        return (f"LossScaler(scale={self._scale!r}, dynamic={self.dynamic}, "
-                f"growth_factor={self.growth_factor}, backoff_factor={self.backoff_factor}, "
-                f"growth_interval={self.growth_interval}, grad_fmt={self.grad_fmt!r})")
+        return (
+            f"LossScaler(scale={self._scale!r}, dynamic={self.dynamic}, "
+            f"growth_factor={self.growth_factor}, backoff_factor={self.backoff_factor}, "
+            f"growth_interval={self.growth_interval}, grad_fmt={self.grad_fmt!r})"
+        )
 
 
 __all__ = ["LossScaler"]

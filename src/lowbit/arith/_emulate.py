@@ -27,16 +27,23 @@ from lowbit.formats import Format, get_element_format
 from lowbit.rounding.modes import RoundMode, as_mode
 
 
-def new_stream(fmt: Format | str, mode: RoundMode | str = "rne", seed: int | None = None, *,
-               subnormals: bool = True, overflow: str | None = None,
-               rand_bits: int | None = None) -> _ctx.PrecisionContext:
+def new_stream(
+    fmt: Format | str,
+    mode: RoundMode | str = "rne",
+    seed: int | None = None,
+    *,
+    subnormals: bool = True,
+    overflow: str | None = None,
+    rand_bits: int | None = None,
+) -> _ctx.PrecisionContext:
     """A fresh draw counter (offset 0) for ``fmt``/``mode``; ``seed=None`` picks a random seed
     for stochastic modes (not reproducible) and 0 otherwise."""
     m = as_mode(mode)
     if seed is None:
         seed = secrets.randbits(63) if m.stochastic else 0
-    return _ctx.PrecisionContext(get_element_format(fmt), m, int(seed), subnormals, overflow,
-                                 rand_bits)
+    return _ctx.PrecisionContext(
+        get_element_format(fmt), m, int(seed), subnormals, overflow, rand_bits
+    )
 
 
 class _ChildStream(_ctx.PrecisionContext):
@@ -50,8 +57,9 @@ class _ChildStream(_ctx.PrecisionContext):
         return self.parent.take(n)
 
 
-def resolve_stream(fmt: Format | str | None, mode: RoundMode | str | None,
-                   seed: int | None) -> _ctx.PrecisionContext:
+def resolve_stream(
+    fmt: Format | str | None, mode: RoundMode | str | None, seed: int | None
+) -> _ctx.PrecisionContext:
     """The stream an operation with these arguments draws from.
 
     Inside ``lb.precision(...)``, arguments left ``None`` come from the context, and with no
@@ -67,9 +75,14 @@ def resolve_stream(fmt: Format | str | None, mode: RoundMode | str | None,
     f = get_element_format(fmt)
     m = as_mode(mode) if mode is not None else (ctx.mode if ctx is not None else RoundMode.RNE)
     if ctx is None or seed is not None:
-        return new_stream(f, m, seed, subnormals=ctx.subnormals if ctx else True,
-                          overflow=ctx.overflow if ctx else None,
-                          rand_bits=ctx.rand_bits if ctx else None)
+        return new_stream(
+            f,
+            m,
+            seed,
+            subnormals=ctx.subnormals if ctx else True,
+            overflow=ctx.overflow if ctx else None,
+            rand_bits=ctx.rand_bits if ctx else None,
+        )
     if ctx.fmt == f and ctx.mode is m:
         return ctx
     child = _ChildStream(f, m, ctx.seed, ctx.subnormals, None, ctx.rand_bits)
@@ -117,8 +130,9 @@ def serial_kernels_if_small(n: int) -> Iterator[None]:
 
 
 # ---- matmul ------------------------------------------------------------------------------------
-def sequential_matmul(a: Any, b: Any, fmt: Format | str, mode: RoundMode | str, *,
-                      fma: bool = False) -> np.ndarray:
+def sequential_matmul(
+    a: Any, b: Any, fmt: Format | str, mode: RoundMode | str, *, fma: bool = False
+) -> np.ndarray:
     """numpy-``matmul`` shapes, every product and partial sum rounded, in order k = 0..K-1.
 
     ``c = fl(...fl(fl(a_0 b_0) + fl(a_1 b_1)) + ...)`` (or with ``fma=True``,
@@ -137,15 +151,14 @@ def sequential_matmul(a: Any, b: Any, fmt: Format | str, mode: RoundMode | str, 
     if a2.shape[-1] != b2.shape[-2]:
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} are not aligned")
     k_dim = a2.shape[-1]
-    out_shape = (*np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2]), a2.shape[-2],
-                 b2.shape[-1])
+    out_shape = (*np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2]), a2.shape[-2], b2.shape[-1])
     if k_dim == 0:
         c = np.zeros(out_shape)
     else:
         c = None
         for k in range(k_dim):
-            ak = a2[..., :, k:k + 1]
-            bk = b2[..., k:k + 1, :]
+            ak = a2[..., :, k : k + 1]
+            bk = b2[..., k : k + 1, :]
             if c is None:
                 c = np.asarray(ops.mul(ak, bk, fmt, mode), dtype=np.float64)
             elif fma:
@@ -186,8 +199,9 @@ def _real_matmul() -> Any:
     return real
 
 
-def matmul(a: Any, b: Any, fmt: Format | str, mode: RoundMode | str, *,
-           fma: bool = False) -> np.ndarray:
+def matmul(
+    a: Any, b: Any, fmt: Format | str, mode: RoundMode | str, *, fma: bool = False
+) -> np.ndarray:
     """Emulated ``a @ b`` in ``fmt`` (numpy ``matmul`` shapes), float64 result.
 
     Each product is rounded to ``fmt`` (``fma=False``) or kept exact and fused into the
@@ -206,8 +220,13 @@ def matmul(a: Any, b: Any, fmt: Format | str, mode: RoundMode | str, *,
         return sequential_matmul(a, b, fmt, m, fma=fma)
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
-    kw: dict[str, Any] = {"mult": None, "acc": fmt, "acc_mode": m.value,
-                          "order": "sequential", "out": None}
+    kw: dict[str, Any] = {
+        "mult": None,
+        "acc": fmt,
+        "acc_mode": m.value,
+        "order": "sequential",
+        "out": None,
+    }
     if fma:
         kw.update(prod=None, fma=True)
     else:

@@ -48,9 +48,15 @@ def current() -> PrecisionContext | None:
 
 
 @contextmanager
-def precision(fmt: Format | str, mode: RoundMode | str = "rne", *, seed: int = 0,
-              subnormals: bool = True, overflow: str | None = None,
-              rand_bits: int | None = None) -> Iterator[PrecisionContext]:
+def precision(
+    fmt: Format | str,
+    mode: RoundMode | str = "rne",
+    *,
+    seed: int = 0,
+    subnormals: bool = True,
+    overflow: str | None = None,
+    rand_bits: int | None = None,
+) -> Iterator[PrecisionContext]:
     """Run lowbit operations in ``fmt`` with ``mode`` (nested contexts override outer ones).
 
     Example:

@@ -105,21 +105,26 @@ def _as_int_array(x: Any, name: str) -> tuple[np.ndarray, Any]:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name}: expected a tensor or array, got {type(x).__name__}")
         if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
-            raise TypeError(f"{name}: int_matmul takes integer tensors (torch.int8/16/32/64, "
-                            f"torch.uint8), got {x.dtype}")
+            raise TypeError(
+                f"{name}: int_matmul takes integer tensors (torch.int8/16/32/64, "
+                f"torch.uint8), got {x.dtype}"
+            )
         device = x.device
         x = x.detach().cpu().numpy()
     arr = np.asarray(x)
     if arr.dtype == np.bool_ or arr.dtype.kind not in "iuO":
-        raise TypeError(f"{name}: int_matmul takes integer arrays (int8..int64, uint8..uint64 "
-                        f"or Python ints), got dtype {arr.dtype}")
+        raise TypeError(
+            f"{name}: int_matmul takes integer arrays (int8..int64, uint8..uint64 "
+            f"or Python ints), got dtype {arr.dtype}"
+        )
     if arr.dtype.kind == "O":
         for v in arr.flat:
             if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
                 raise TypeError(f"{name}: object arrays must hold ints, found {v!r}")
     if arr.ndim == 0:
-        raise ValueError(f"{name}: int_matmul needs at least 1-D operands (as np.matmul), got "
-                         "a scalar")
+        raise ValueError(
+            f"{name}: int_matmul needs at least 1-D operands (as np.matmul), got a scalar"
+        )
     return arr, device
 
 
@@ -131,8 +136,10 @@ def _prepare(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], A
     a2 = a[None, :] if a.ndim == 1 else a
     b2 = b[:, None] if b.ndim == 1 else b
     if a2.shape[-1] != b2.shape[-2]:
-        raise ValueError(f"int_matmul: shapes {a.shape} and {b.shape} do not align (K = "
-                         f"{a2.shape[-1]} vs {b2.shape[-2]})")
+        raise ValueError(
+            f"int_matmul: shapes {a.shape} and {b.shape} do not align (K = "
+            f"{a2.shape[-1]} vs {b2.shape[-2]})"
+        )
     batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
     m, k = a2.shape[-2:]
     n = b2.shape[-1]
@@ -154,8 +161,9 @@ def _absmax(x: np.ndarray) -> int:
     return max(abs(int(x.min())), abs(int(x.max())))
 
 
-def _reference(a3: np.ndarray, b3: np.ndarray, lo: int, hi: int, acc_bits: int, mode: str
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int, int] | None]:
+def _reference(
+    a3: np.ndarray, b3: np.ndarray, lo: int, hi: int, acc_bits: int, mode: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int, int] | None]:
     """The definition, on object arrays of Python ints; sequential over k, vectorized over
     outputs. Returns values, counts, max_abs (object arrays) and, for mode "raise", the first
     overflow ``(flat output index, k, exact value)`` (None if none)."""
@@ -194,20 +202,26 @@ def _reference(a3: np.ndarray, b3: np.ndarray, lo: int, hi: int, acc_bits: int, 
     return acc, counts, maxabs, first
 
 
-def _run(a: Any, b: Any, acc_bits: int, overflow: str, signed_acc: bool, impl: str
-         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...], Any]:
+def _run(
+    a: Any, b: Any, acc_bits: int, overflow: str, signed_acc: bool, impl: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...], Any]:
     _check_args(acc_bits, overflow, signed_acc, impl)
     acc_bits = int(acc_bits)
     signed_acc = bool(signed_acc)
     a3, b3, shape, device = _prepare(a, b)
     lo, hi = acc_range(acc_bits, signed_acc)
     kk = a3.shape[2]
-    fits = (_absmax(a3) <= _I64_MAX and _absmax(b3) <= _I64_MAX
-            and kk * _absmax(a3) * _absmax(b3) <= _I64_MAX)
+    fits = (
+        _absmax(a3) <= _I64_MAX
+        and _absmax(b3) <= _I64_MAX
+        and kk * _absmax(a3) * _absmax(b3) <= _I64_MAX
+    )
     if impl == "kernel" and not fits:
-        raise ValueError("impl='kernel' needs K·max|a|·max|b| <= 2**63 - 1 (every partial sum "
-                         f"in int64); here K={kk}, max|a|={_absmax(a3)}, max|b|={_absmax(b3)}. "
-                         "Use impl='reference' or 'auto'")
+        raise ValueError(
+            "impl='kernel' needs K·max|a|·max|b| <= 2**63 - 1 (every partial sum "
+            f"in int64); here K={kk}, max|a|={_absmax(a3)}, max|b|={_absmax(b3)}. "
+            "Use impl='reference' or 'auto'"
+        )
     first: tuple[int, int, int] | None = None
     if impl == "reference" or not fits:
         vals_o, counts_o, maxabs_o, first = _reference(a3, b3, lo, hi, acc_bits, overflow)
@@ -223,24 +237,36 @@ def _run(a: Any, b: Any, acc_bits: int, overflow: str, signed_acc: bool, impl: s
         counts = np.empty((nb, m, n), dtype=np.int64)
         maxabs = np.empty((nb, m, n), dtype=np.int64)
         mode = nk.SATURATE if overflow == "saturate" else nk.WRAP
-        nk.intgemm_kernel(np.ascontiguousarray(a3, dtype=np.int64),
-                          np.ascontiguousarray(b3, dtype=np.int64), lo, hi, acc_bits,
-                          signed_acc, mode, values, counts, maxabs)
+        nk.intgemm_kernel(
+            np.ascontiguousarray(a3, dtype=np.int64),
+            np.ascontiguousarray(b3, dtype=np.int64),
+            lo,
+            hi,
+            acc_bits,
+            signed_acc,
+            mode,
+            values,
+            counts,
+            maxabs,
+        )
         if overflow == "raise" and counts.any():
             f = int(np.flatnonzero(counts.reshape(-1))[0])
             bi, rem = divmod(f, values.shape[1] * values.shape[2])
             i, j = divmod(rem, values.shape[2])
-            _, _, _, first = _reference(a3[bi:bi + 1, i:i + 1], b3[bi:bi + 1, :, j:j + 1], lo,
-                                        hi, acc_bits, "raise")
+            _, _, _, first = _reference(
+                a3[bi : bi + 1, i : i + 1], b3[bi : bi + 1, :, j : j + 1], lo, hi, acc_bits, "raise"
+            )
             assert first is not None
             first = (f, first[1], first[2])
     if overflow == "raise" and first is not None:
         f, k, v = first
         idx = np.unravel_index(f, shape) if shape else ()
-        raise OverflowError(f"int_matmul: output {tuple(int(t) for t in idx)} overflows the "
-                            f"{acc_bits}-bit {'signed' if signed_acc else 'unsigned'} "
-                            f"accumulator at step k={k}: exact value {v} is outside "
-                            f"[{lo}, {hi}]")
+        raise OverflowError(
+            f"int_matmul: output {tuple(int(t) for t in idx)} overflows the "
+            f"{acc_bits}-bit {'signed' if signed_acc else 'unsigned'} "
+            f"accumulator at step k={k}: exact value {v} is outside "
+            f"[{lo}, {hi}]"
+        )
     return values, counts, maxabs, shape, device
 
 
@@ -253,8 +279,15 @@ def _out(x: np.ndarray, shape: tuple[int, ...], device: Any) -> Any:
     return torch.from_numpy(np.ascontiguousarray(x)).to(device)
 
 
-def int_matmul(a: Any, b: Any, *, acc_bits: int, overflow: str = "wrap",
-               signed_acc: bool = True, impl: str = "auto") -> IntMatmulResult:
+def int_matmul(
+    a: Any,
+    b: Any,
+    *,
+    acc_bits: int,
+    overflow: str = "wrap",
+    signed_acc: bool = True,
+    impl: str = "auto",
+) -> IntMatmulResult:
     """Integer ``a @ b`` accumulated in k order into a ``acc_bits``-bit accumulator.
 
     Args:
@@ -275,24 +308,41 @@ def int_matmul(a: Any, b: Any, *, acc_bits: int, overflow: str = "wrap",
         TypeError: non-integer operands. ValueError: bad shapes or arguments.
     """
     values, counts, maxabs, shape, device = _run(a, b, acc_bits, overflow, signed_acc, impl)
-    mx = 0 if maxabs.size == 0 else int(max(maxabs.flat) if maxabs.dtype == object
-                                         else maxabs.max())
+    mx = (
+        0 if maxabs.size == 0 else int(max(maxabs.flat) if maxabs.dtype == object else maxabs.max())
+    )
     return IntMatmulResult(_out(values, shape, device), int(counts.sum()), mx)
 
 
-def int_matmul_detail(a: Any, b: Any, *, acc_bits: int, overflow: str = "wrap",
-                      signed_acc: bool = True, impl: str = "auto") -> IntMatmulDetail:
+def int_matmul_detail(
+    a: Any,
+    b: Any,
+    *,
+    acc_bits: int,
+    overflow: str = "wrap",
+    signed_acc: bool = True,
+    impl: str = "auto",
+) -> IntMatmulDetail:
     """:func:`int_matmul` with per-output overflow counts and maxima (for overflow *rates*).
 
     Same arguments; ``max_abs`` per output must fit in int64 (true whenever the kernel runs).
     """
     values, counts, maxabs, shape, device = _run(a, b, acc_bits, overflow, signed_acc, impl)
     if maxabs.dtype == object and maxabs.size and max(maxabs.flat) > _I64_MAX:
-        raise ValueError("int_matmul_detail: a partial sum exceeds int64; use int_matmul for "
-                         "its scalar max_abs")
-    return IntMatmulDetail(_out(values, shape, device), _out(counts, shape, device),
-                           _out(maxabs, shape, device))
+        raise ValueError(
+            "int_matmul_detail: a partial sum exceeds int64; use int_matmul for its scalar max_abs"
+        )
+    return IntMatmulDetail(
+        _out(values, shape, device), _out(counts, shape, device), _out(maxabs, shape, device)
+    )
 
 
-__all__ = ["IMPLS", "OVERFLOW_MODES", "IntMatmulDetail", "IntMatmulResult", "acc_range",
-           "int_matmul", "int_matmul_detail"]
+__all__ = [
+    "IMPLS",
+    "OVERFLOW_MODES",
+    "IntMatmulDetail",
+    "IntMatmulResult",
+    "acc_range",
+    "int_matmul",
+    "int_matmul_detail",
+]

@@ -72,7 +72,8 @@ def _fname(obj: Any) -> str:
 def _not_emulated(what: str) -> NotImplementedError:
     return NotImplementedError(
         f"{what} is not emulated by LowPrecisionArray (it would run in float64); use "
-        "np.asarray(a) to compute in float64 explicitly, or an emulated operation")
+        "np.asarray(a) to compute in float64 explicitly, or an emulated operation"
+    )
 
 
 class LowPrecisionArray(NDArrayOperatorsMixin):
@@ -85,8 +86,9 @@ class LowPrecisionArray(NDArrayOperatorsMixin):
 
     __slots__ = ("_alg", "_s", "_v")
 
-    def __init__(self, values: np.ndarray, stream: PrecisionContext,
-                 algorithm: str = "recursive") -> None:
+    def __init__(
+        self, values: np.ndarray, stream: PrecisionContext, algorithm: str = "recursive"
+    ) -> None:
         """Wrap values that are already in the stream's format (no rounding here)."""
         self._v = np.asarray(values, dtype=np.float64)
         self._s = stream
@@ -178,8 +180,10 @@ class LowPrecisionArray(NDArrayOperatorsMixin):
         return self._v.tolist()
 
     def __repr__(self) -> str:
-        return (f"LowPrecisionArray({self.fmt.name}, {self.mode.value}, "
-                f"{self._v.tolist() if self._v.size <= 64 else _short(self._v)})")
+        return (
+            f"LowPrecisionArray({self.fmt.name}, {self.mode.value}, "
+            f"{self._v.tolist() if self._v.size <= 64 else _short(self._v)})"
+        )
 
     def __str__(self) -> str:
         return f"{np.array2string(self._v)} ({self.fmt.name}, {self.mode.value})"
@@ -194,14 +198,22 @@ class LowPrecisionArray(NDArrayOperatorsMixin):
             _check_same(self, x)
             return x._v
         v = np.asarray(x, dtype=np.float64)
-        return np.asarray(_round(v, self.fmt, "rne", subnormals=self._s.subnormals,
-                                 overflow=self._s.overflow), dtype=np.float64)
+        return np.asarray(
+            _round(v, self.fmt, "rne", subnormals=self._s.subnormals, overflow=self._s.overflow),
+            dtype=np.float64,
+        )
 
-    def to(self, fmt: Format | str, mode: RoundMode | str | None = None, *,
-           seed: int | None = None) -> LowPrecisionArray:
+    def to(
+        self, fmt: Format | str, mode: RoundMode | str | None = None, *, seed: int | None = None
+    ) -> LowPrecisionArray:
         """Convert to another format (rounding the values once in ``mode``)."""
-        return array(self._v, fmt, mode if mode is not None else self.mode,
-                     seed=seed if seed is not None else self.seed, algorithm=self._alg)
+        return array(
+            self._v,
+            fmt,
+            mode if mode is not None else self.mode,
+            seed=seed if seed is not None else self.seed,
+            algorithm=self._alg,
+        )
 
     def copy(self) -> LowPrecisionArray:
         """A copy sharing format and stream."""
@@ -290,8 +302,7 @@ class LowPrecisionArray(NDArrayOperatorsMixin):
             r = fn(*vals, self.fmt, self.mode)
         return self._like(r)
 
-    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any,
-                        **kwargs: Any) -> Any:
+    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
         lead = _lead(inputs)
         out = kwargs.pop("out", None)
         if method == "__call__":
@@ -314,7 +325,8 @@ class LowPrecisionArray(NDArrayOperatorsMixin):
         if out is not None:
             target = out[0] if isinstance(out, tuple) else out
             if len(out if isinstance(out, tuple) else (out,)) != 1 or not isinstance(
-                    target, LowPrecisionArray):
+                target, LowPrecisionArray
+            ):
                 raise _not_emulated(f"{_fname(ufunc)} with a non-LowPrecisionArray out=")
             _check_same(target, res)
             target._v[...] = res._v
@@ -342,8 +354,10 @@ def _unwrap_key(key: Any) -> Any:
 
 def _check_same(a: LowPrecisionArray, b: LowPrecisionArray) -> None:
     if a.fmt != b.fmt or a.mode is not b.mode:
-        raise ValueError(f"operands in different formats/modes ({a.fmt.name}/{a.mode.value} and "
-                         f"{b.fmt.name}/{b.mode.value}); convert one with .to(fmt, mode)")
+        raise ValueError(
+            f"operands in different formats/modes ({a.fmt.name}/{a.mode.value} and "
+            f"{b.fmt.name}/{b.mode.value}); convert one with .to(fmt, mode)"
+        )
 
 
 def _lead(items: Any) -> LowPrecisionArray:
@@ -361,12 +375,14 @@ def _lead(items: Any) -> LowPrecisionArray:
 def _binary(fn: Callable[..., Any]) -> Callable[..., LowPrecisionArray]:
     def h(lead: LowPrecisionArray, x: np.ndarray, y: np.ndarray) -> LowPrecisionArray:
         return lead._apply(fn, x, y)
+
     return h
 
 
 def _unary(fn: Callable[..., Any]) -> Callable[..., LowPrecisionArray]:
     def h(lead: LowPrecisionArray, x: np.ndarray) -> LowPrecisionArray:
         return lead._apply(fn, x)
+
     return h
 
 
@@ -382,6 +398,7 @@ def _minmax(fn: Callable[..., Any]) -> Callable[..., LowPrecisionArray]:
     def h(lead: LowPrecisionArray, x: np.ndarray, y: np.ndarray) -> LowPrecisionArray:
         with E.use_stream(lead._s):
             return lead._like(fn(x, y, lead.fmt))
+
     return h
 
 
@@ -409,14 +426,22 @@ _UFUNCS: dict[np.ufunc, Callable[..., LowPrecisionArray]] = {
 }
 
 _PREDICATES: dict[np.ufunc, Callable[..., np.ndarray]] = {
-    np.equal: np.equal, np.not_equal: np.not_equal, np.less: np.less,
-    np.less_equal: np.less_equal, np.greater: np.greater, np.greater_equal: np.greater_equal,
-    np.isnan: np.isnan, np.isinf: np.isinf, np.isfinite: np.isfinite, np.signbit: np.signbit,
+    np.equal: np.equal,
+    np.not_equal: np.not_equal,
+    np.less: np.less,
+    np.less_equal: np.less_equal,
+    np.greater: np.greater,
+    np.greater_equal: np.greater_equal,
+    np.isnan: np.isnan,
+    np.isinf: np.isinf,
+    np.isfinite: np.isfinite,
+    np.signbit: np.signbit,
 }
 
 
-def _ufunc_reduce(lead: LowPrecisionArray, ufunc: np.ufunc, method: str, inputs: Any,
-                  kwargs: dict[str, Any]) -> LowPrecisionArray:
+def _ufunc_reduce(
+    lead: LowPrecisionArray, ufunc: np.ufunc, method: str, inputs: Any, kwargs: dict[str, Any]
+) -> LowPrecisionArray:
     axis = kwargs.pop("axis", 0)
     keepdims = kwargs.pop("keepdims", False)
     if kwargs.pop("dtype", None) is not None:
@@ -446,8 +471,7 @@ def _as_lp(a: Any) -> LowPrecisionArray:
     return a
 
 
-def _keep(res: np.ndarray, a: LowPrecisionArray, axis: int | None, keepdims: bool
-          ) -> np.ndarray:
+def _keep(res: np.ndarray, a: LowPrecisionArray, axis: int | None, keepdims: bool) -> np.ndarray:
     if not keepdims:
         return res
     if axis is None:
@@ -455,8 +479,14 @@ def _keep(res: np.ndarray, a: LowPrecisionArray, axis: int | None, keepdims: boo
     return np.expand_dims(res, axis)
 
 
-def _sum(a: Any, axis: int | None = None, dtype: Any = None, out: Any = None,
-         keepdims: bool = False, **kw: Any) -> LowPrecisionArray:
+def _sum(
+    a: Any,
+    axis: int | None = None,
+    dtype: Any = None,
+    out: Any = None,
+    keepdims: bool = False,
+    **kw: Any,
+) -> LowPrecisionArray:
     from lowbit.linalg.summation import sum_along
 
     a = _as_lp(a)
@@ -473,8 +503,14 @@ def _count(a: LowPrecisionArray, axis: int | None) -> int:
     return a.size if axis is None else a.shape[axis]
 
 
-def _mean(a: Any, axis: int | None = None, dtype: Any = None, out: Any = None,
-          keepdims: bool = False, **kw: Any) -> LowPrecisionArray:
+def _mean(
+    a: Any,
+    axis: int | None = None,
+    dtype: Any = None,
+    out: Any = None,
+    keepdims: bool = False,
+    **kw: Any,
+) -> LowPrecisionArray:
     a = _as_lp(a)
     if dtype is not None or out is not None or kw:
         raise _not_emulated("numpy.mean with dtype=/out=/where=")
@@ -482,8 +518,14 @@ def _mean(a: Any, axis: int | None = None, dtype: Any = None, out: Any = None,
     return s._apply(ops.div, s._v, np.float64(_count(a, axis)))
 
 
-def _prod(a: Any, axis: int | None = None, dtype: Any = None, out: Any = None,
-          keepdims: bool = False, **kw: Any) -> LowPrecisionArray:
+def _prod(
+    a: Any,
+    axis: int | None = None,
+    dtype: Any = None,
+    out: Any = None,
+    keepdims: bool = False,
+    **kw: Any,
+) -> LowPrecisionArray:
     a = _as_lp(a)
     if dtype is not None or out is not None or kw:
         raise _not_emulated("numpy.prod with dtype=/out=/initial=/where=")
@@ -498,8 +540,9 @@ def _prod(a: Any, axis: int | None = None, dtype: Any = None, out: Any = None,
     return a._like(_keep(np.asarray(res, dtype=np.float64), a, axis, keepdims))
 
 
-def _cumsum(a: Any, axis: int | None = None, dtype: Any = None, out: Any = None
-            ) -> LowPrecisionArray:
+def _cumsum(
+    a: Any, axis: int | None = None, dtype: Any = None, out: Any = None
+) -> LowPrecisionArray:
     from lowbit.linalg.summation import cumsum_along
 
     a = _as_lp(a)
@@ -536,8 +579,7 @@ def _outer(x: Any, y: Any, out: Any = None) -> LowPrecisionArray:
     return lead._apply(ops.mul, xv[:, None], yv[None, :])
 
 
-def _norm(x: Any, ord: Any = None, axis: Any = None, keepdims: bool = False
-          ) -> LowPrecisionArray:
+def _norm(x: Any, ord: Any = None, axis: Any = None, keepdims: bool = False) -> LowPrecisionArray:
     a = _as_lp(x)
     if isinstance(axis, tuple) and len(axis) == 1:
         axis = axis[0]
@@ -565,9 +607,13 @@ def _norm(x: Any, ord: Any = None, axis: Any = None, keepdims: bool = False
     raise _not_emulated(f"numpy.linalg.norm with ord={ord!r} for matrices")
 
 
-def _sqrt_sum_sq(a: LowPrecisionArray, axis: int | None, keepdims: bool,
-                 like: LowPrecisionArray | None = None,
-                 keep_axes: bool = False) -> LowPrecisionArray:
+def _sqrt_sum_sq(
+    a: LowPrecisionArray,
+    axis: int | None,
+    keepdims: bool,
+    like: LowPrecisionArray | None = None,
+    keep_axes: bool = False,
+) -> LowPrecisionArray:
     sq = np.square(a)
     s = _sum(sq, axis=axis, keepdims=keepdims)
     r = np.sqrt(s)
@@ -581,12 +627,14 @@ def _exact_unary(fn: Callable[..., Any]) -> Callable[..., Any]:
     def h(a: Any, *args: Any, **kw: Any) -> Any:
         lead = _as_lp(a)
         return lead._like(fn(lead._v, *args, **kw))
+
     return h
 
 
 def _exact_info(fn: Callable[..., Any]) -> Callable[..., Any]:
     def h(a: Any, *args: Any, **kw: Any) -> Any:
         return fn(_as_lp(a)._v, *args, **kw)
+
     return h
 
 
@@ -594,6 +642,7 @@ def _exact_seq(fn: Callable[..., Any]) -> Callable[..., Any]:
     def h(arrays: Any, *args: Any, **kw: Any) -> Any:
         lead = _lead(arrays)
         return lead._like(fn([lead._to_values(x) for x in arrays], *args, **kw))
+
     return h
 
 
@@ -645,10 +694,35 @@ _FUNCTIONS: dict[Any, Callable[..., Any]] = {
     np.count_nonzero: _exact_info(np.count_nonzero),
     np.array_equal: lambda a, b, **kw: np.array_equal(np.asarray(a), np.asarray(b), **kw),
 }
-for _f in (np.reshape, np.transpose, np.swapaxes, np.moveaxis, np.squeeze, np.expand_dims,
-           np.ravel, np.copy, np.flip, np.fliplr, np.flipud, np.roll, np.broadcast_to, np.diag,
-           np.diagonal, np.tril, np.triu, np.sort, np.max, np.min, np.amax, np.amin,
-           np.zeros_like, np.ones_like, np.atleast_1d, np.atleast_2d, np.take):
+for _f in (
+    np.reshape,
+    np.transpose,
+    np.swapaxes,
+    np.moveaxis,
+    np.squeeze,
+    np.expand_dims,
+    np.ravel,
+    np.copy,
+    np.flip,
+    np.fliplr,
+    np.flipud,
+    np.roll,
+    np.broadcast_to,
+    np.diag,
+    np.diagonal,
+    np.tril,
+    np.triu,
+    np.sort,
+    np.max,
+    np.min,
+    np.amax,
+    np.amin,
+    np.zeros_like,
+    np.ones_like,
+    np.atleast_1d,
+    np.atleast_2d,
+    np.take,
+):
     _FUNCTIONS[_f] = _exact_unary(_f)
 
 #: The numpy functions that LowPrecisionArray emulates (everything else raises).
@@ -658,8 +732,14 @@ HANDLED_UFUNCS: tuple[str, ...] = tuple(sorted(_fname(u) for u in (*_UFUNCS, *_P
 
 
 # ---- constructor -------------------------------------------------------------------------------
-def array(data: Any, fmt: Format | str | None = None, mode: RoundMode | str | None = None, *,
-          seed: int | None = None, algorithm: str = "recursive") -> LowPrecisionArray:
+def array(
+    data: Any,
+    fmt: Format | str | None = None,
+    mode: RoundMode | str | None = None,
+    *,
+    seed: int | None = None,
+    algorithm: str = "recursive",
+) -> LowPrecisionArray:
     """A low-precision array: ``data`` rounded to ``fmt`` in ``mode``.
 
     Args:
@@ -693,9 +773,16 @@ def array(data: Any, fmt: Format | str | None = None, mode: RoundMode | str | No
     ops._Call(stream.fmt, stream.mode, stream.seed, None, None, None, "exact")  # validate
     v = np.asarray(data, dtype=np.float64)
     offset = stream.take(v.size) if stream.mode.stochastic else 0
-    r = _round(v, stream.fmt, stream.mode, subnormals=stream.subnormals,
-               overflow=stream.overflow, seed=stream.seed, rand_bits=stream.rand_bits,
-               offset=offset)
+    r = _round(
+        v,
+        stream.fmt,
+        stream.mode,
+        subnormals=stream.subnormals,
+        overflow=stream.overflow,
+        seed=stream.seed,
+        rand_bits=stream.rand_bits,
+        offset=offset,
+    )
     return LowPrecisionArray(np.asarray(r, dtype=np.float64), stream, algorithm)
 
 

@@ -131,7 +131,7 @@ from lowbit.rounding.modes import RoundMode, as_mode
 ORDERS = ("sequential", "pairwise", "blocked")
 QUIRE = "quire"  # acc="quire": exact accumulation, one rounding (to out)
 _LMUL_RE = re.compile(r"lmul([0-9]+)")
-_TINY32 = 2.0 ** -126  # L-Mul operands below this are flushed to zero
+_TINY32 = 2.0**-126  # L-Mul operands below this are flushed to zero
 _MAX_BINS = 40
 IMPLS = ("auto", "kernel", "reference")
 MAX_MAN_BITS = 50  # prod/acc formats: p <= 51 for the round-to-odd bridge
@@ -159,8 +159,15 @@ _UNSET: Any = _Unset()
 # configuration
 # =============================================================================================
 def _is_fp64(f: Format) -> bool:
-    return (isinstance(f, FloatFormat) and f.exp_bits == 11 and f.man_bits == 52
-            and f.bias == 1023 and f.special == "ieee" and f.signed and f.has_zero)
+    return (
+        isinstance(f, FloatFormat)
+        and f.exp_bits == 11
+        and f.man_bits == 52
+        and f.bias == 1023
+        and f.special == "ieee"
+        and f.signed
+        and f.has_zero
+    )
 
 
 def _norm_format(value: Any, what: str) -> FormatLike | None:
@@ -186,8 +193,10 @@ def _parse_lmul(value: str) -> int:
     m = _LMUL_RE.fullmatch(value.strip().lower())
     n = int(m.group(1)) if m else 0
     if not 1 <= n <= 23:
-        raise ValueError(f"mult={value!r}; L-Mul multipliers are 'lmul1' .. 'lmul23' (operands "
-                         "rounded to e8mN, products by integer addition)")
+        raise ValueError(
+            f"mult={value!r}; L-Mul multipliers are 'lmul1' .. 'lmul23' (operands "
+            "rounded to e8mN, products by integer addition)"
+        )
     return n
 
 
@@ -212,15 +221,19 @@ def _accum_format(value: FormatLike | None, what: str) -> FloatFormat | None:
         return None
     f = get_element_format(value)
     if not isinstance(f, FloatFormat):
-        raise ValueError(f"{what}={f.name!r}: products and accumulators must be float formats "
-                         f"(posit/fixed-point grids are available for mult= and out=)")
+        raise ValueError(
+            f"{what}={f.name!r}: products and accumulators must be float formats "
+            f"(posit/fixed-point grids are available for mult= and out=)"
+        )
     if _is_fp64(f):
         return None
     if not f.signed or not f.has_zero:
         raise ValueError(f"{what}={f.name!r}: an accumulator format needs a sign and a zero")
     if f.man_bits > MAX_MAN_BITS:
-        raise ValueError(f"{what}={f.name!r} has {f.man_bits} mantissa bits; at most "
-                         f"{MAX_MAN_BITS} are supported (or 'fp64' with RNE)")
+        raise ValueError(
+            f"{what}={f.name!r} has {f.man_bits} mantissa bits; at most "
+            f"{MAX_MAN_BITS} are supported (or 'fp64' with RNE)"
+        )
     if f.emin - f.man_bits < -1074 or f.emax > 1023:
         raise ValueError(f"{what}={f.name!r}: its values are not all float64 numbers")
     return f
@@ -293,23 +306,30 @@ class GemmConfig:
         if order == "blocked" and self.block_k is None:
             raise ValueError("order='blocked' needs block_k (e.g. block_k=32)")
         if order != "blocked" and self.block_k is not None:
-            raise ValueError(f"block_k={self.block_k} is only meaningful with order='blocked' "
-                             f"(got order={order!r})")
+            raise ValueError(
+                f"block_k={self.block_k} is only meaningful with order='blocked' "
+                f"(got order={order!r})"
+            )
         if not isinstance(self.fma, (bool, np.bool_)):
             raise TypeError(f"fma must be a bool, got {self.fma!r}")
         object.__setattr__(self, "fma", bool(self.fma))
         if self.fma and order == "pairwise":
-            raise ValueError("fma=True has no meaning for order='pairwise' (every node adds two "
-                             "sums); use order='sequential' or 'blocked'")
+            raise ValueError(
+                "fma=True has no meaning for order='pairwise' (every node adds two "
+                "sums); use order='sequential' or 'blocked'"
+            )
         if self.fma and self.prod is not None:
-            raise ValueError("fma=True keeps each product exact; it cannot be combined with "
-                             f"prod={self.prod!r}")
+            raise ValueError(
+                f"fma=True keeps each product exact; it cannot be combined with prod={self.prod!r}"
+            )
         if self.overflow not in (None, "saturate"):
-            raise ValueError(f"overflow={self.overflow!r}; accepted: None (each format's "
-                             "default) or 'saturate'")
+            raise ValueError(
+                f"overflow={self.overflow!r}; accepted: None (each format's default) or 'saturate'"
+            )
         if self.rand_bits is not None:
-            if isinstance(self.rand_bits, bool) or not isinstance(self.rand_bits,
-                                                                  (int, np.integer)):
+            if isinstance(self.rand_bits, bool) or not isinstance(
+                self.rand_bits, (int, np.integer)
+            ):
                 raise TypeError(f"rand_bits must be an int, got {self.rand_bits!r}")
             if not 1 <= self.rand_bits <= 32:
                 raise ValueError(f"rand_bits={self.rand_bits} is out of range; accepted: 1..32")
@@ -323,10 +343,15 @@ class GemmConfig:
             mode = as_mode(getattr(self, mname))
             if f is None:
                 if fname == "acc" and mode is not RoundMode.RNE:
-                    raise ValueError(f"acc=None/'fp64' accumulates in float64 with RNE only; "
-                                     f"got acc_mode={mode.value!r} (pick an acc format)")
-                if fname == "prod" and getattr(self, fname) is not None \
-                        and mode is not RoundMode.RNE:
+                    raise ValueError(
+                        f"acc=None/'fp64' accumulates in float64 with RNE only; "
+                        f"got acc_mode={mode.value!r} (pick an acc format)"
+                    )
+                if (
+                    fname == "prod"
+                    and getattr(self, fname) is not None
+                    and mode is not RoundMode.RNE
+                ):
                     raise ValueError(f"prod='fp64' supports RNE only; got {mode.value!r}")
                 continue
             self._stage_rand_bits(f, mode, fname)
@@ -338,16 +363,22 @@ class GemmConfig:
         """acc='quire': no order, no accumulator mode; the one rounding (to out) must be
         exact through the round-to-odd float64 of the exact sum."""
         if self.order != "sequential" or self.block_k is not None or self.fma:
-            raise ValueError("acc='quire' sums every product exactly (no order): leave order, "
-                             f"block_k and fma unset (got order={self.order!r}, "
-                             f"block_k={self.block_k!r}, fma={self.fma!r})")
+            raise ValueError(
+                "acc='quire' sums every product exactly (no order): leave order, "
+                f"block_k and fma unset (got order={self.order!r}, "
+                f"block_k={self.block_k!r}, fma={self.fma!r})"
+            )
         if as_mode(self.acc_mode) is not RoundMode.RNE:
-            raise ValueError(f"acc='quire' has no rounding of its own; got "
-                             f"acc_mode={self.acc_mode!r} (the one rounding is out_mode)")
+            raise ValueError(
+                f"acc='quire' has no rounding of its own; got "
+                f"acc_mode={self.acc_mode!r} (the one rounding is out_mode)"
+            )
         if self.out is None:
             if as_mode(self.out_mode) is not RoundMode.RNE:
-                raise ValueError("acc='quire' with out=None rounds the exact sum to float64 "
-                                 f"with RNE only; got out_mode={self.out_mode!r} (set out)")
+                raise ValueError(
+                    "acc='quire' with out=None rounds the exact sum to float64 "
+                    f"with RNE only; got out_mode={self.out_mode!r} (set out)"
+                )
             return
         f = get_element_format(self.out)
         mode = as_mode(self.out_mode)
@@ -357,19 +388,25 @@ class GemmConfig:
             return
         p = _out_precision(f)
         if p > MAX_MAN_BITS + 1:
-            raise ValueError(f"out={f.name!r} has {p} significant bits; acc='quire' rounds "
-                             f"through float64 round-to-odd and supports at most "
-                             f"{MAX_MAN_BITS + 1} (or 'fp64' with RNE)")
+            raise ValueError(
+                f"out={f.name!r} has {p} significant bits; acc='quire' rounds "
+                f"through float64 round-to-odd and supports at most "
+                f"{MAX_MAN_BITS + 1} (or 'fp64' with RNE)"
+            )
         if mode.stochastic:
             if isinstance(f, PositFormat):
-                raise ValueError(f"acc='quire' with a posit out={f.name!r} supports "
-                                 f"out_mode='rne' only; got {mode.value!r}")
+                raise ValueError(
+                    f"acc='quire' with a posit out={f.name!r} supports "
+                    f"out_mode='rne' only; got {mode.value!r}"
+                )
             if mode is RoundMode.SR_BITS and self.rand_bits is None:
                 raise ValueError("out_mode='sr_bits' needs rand_bits")
             if self.rand_bits is not None and p + self.rand_bits > 52:
-                raise ValueError(f"stochastic rounding of the quire to {f.name} with rand_bits="
-                                 f"{self.rand_bits} needs p + rand_bits <= 52; use rand_bits "
-                                 f"<= {52 - p}")
+                raise ValueError(
+                    f"stochastic rounding of the quire to {f.name} with rand_bits="
+                    f"{self.rand_bits} needs p + rand_bits <= 52; use rand_bits "
+                    f"<= {52 - p}"
+                )
 
     def _stage_rand_bits(self, f: FloatFormat, mode: RoundMode, what: str) -> int:
         """rand_bits of a prod/acc stage (validated: p + rand_bits <= 52 for sr/sr_bits)."""
@@ -381,16 +418,20 @@ class GemmConfig:
                 raise ValueError(f"{what}_mode='sr_bits' needs rand_bits")
             return min(32, limit)
         if self.rand_bits > limit:
-            raise ValueError(f"stochastic rounding of {what} to {f.name} with rand_bits="
-                             f"{self.rand_bits} needs p + rand_bits <= 52 to be exact through "
-                             f"the round-to-odd bridge; use rand_bits <= {limit}")
+            raise ValueError(
+                f"stochastic rounding of {what} to {f.name} with rand_bits="
+                f"{self.rand_bits} needs p + rand_bits <= 52 to be exact through "
+                f"the round-to-odd bridge; use rand_bits <= {limit}"
+            )
         return self.rand_bits
 
     @property
     def stochastic(self) -> bool:
         """Whether any stage draws random bits."""
-        return any(RoundMode(getattr(self, m)).stochastic and getattr(self, f) is not None
-                   for f, m in zip(_FMT_FIELDS, _MODE_FIELDS, strict=True))
+        return any(
+            RoundMode(getattr(self, m)).stochastic and getattr(self, f) is not None
+            for f, m in zip(_FMT_FIELDS, _MODE_FIELDS, strict=True)
+        )
 
     def replace(self, **changes: Any) -> GemmConfig:
         """A copy with some fields changed (validated again).
@@ -415,11 +456,19 @@ class GemmConfig:
         for name in _FMT_FIELDS:
             v = getattr(self, name)
             if isinstance(v, FloatFormat):
-                d[name] = {"exp_bits": v.exp_bits, "man_bits": v.man_bits, "bias": v.bias,
-                           "special": v.special, "signed": v.signed, "has_zero": v.has_zero}
+                d[name] = {
+                    "exp_bits": v.exp_bits,
+                    "man_bits": v.man_bits,
+                    "bias": v.bias,
+                    "special": v.special,
+                    "signed": v.signed,
+                    "has_zero": v.has_zero,
+                }
             elif v is not None and not isinstance(v, str):
-                raise ValueError(f"{name}={v!r} has no name that lowbit.get_format parses; it "
-                                 "cannot be serialised")
+                raise ValueError(
+                    f"{name}={v!r} has no name that lowbit.get_format parses; it "
+                    "cannot be serialised"
+                )
         return d
 
     @classmethod
@@ -477,8 +526,9 @@ def get_gemm_config(preset: str | GemmConfig | None) -> GemmConfig:
         key = preset.strip().lower()
         if key in _PRESETS:
             return _PRESETS[key]
-        raise ValueError(f"unknown GemmConfig preset {preset!r}; known: "
-                         f"{', '.join(sorted(_PRESETS))}")
+        raise ValueError(
+            f"unknown GemmConfig preset {preset!r}; known: {', '.join(sorted(_PRESETS))}"
+        )
     raise TypeError(f"preset must be a name or a GemmConfig, got {type(preset).__name__}")
 
 
@@ -516,15 +566,34 @@ class _Stage:
             infv = f.max
         else:
             infv = math.inf if f.has_inf else math.nan
-        return (nk.EMUL, f.man_bits, f.emin, f.max, infv, _MODE_IDS[self.mode],
-                f.special == "fnuz", self.rand_bits, k0, k1, f.emax - f.man_bits + 1)
+        return (
+            nk.EMUL,
+            f.man_bits,
+            f.emin,
+            f.max,
+            infv,
+            _MODE_IDS[self.mode],
+            f.special == "fnuz",
+            self.rand_bits,
+            k0,
+            k1,
+            f.emax - f.man_bits + 1,
+        )
 
     def round(self, v: np.ndarray, step: int, n_out: int) -> np.ndarray:
         """Reference: round the round-to-odd values ``v`` (draws ``step * n_out + o``)."""
         if self.fmt is None:
             return v
-        return _round(v, self.fmt, self.mode, overflow=self.overflow, seed=self.seed,
-                      rand_bits=self.rand_bits, offset=step * n_out, impl="reference")
+        return _round(
+            v,
+            self.fmt,
+            self.mode,
+            overflow=self.overflow,
+            seed=self.seed,
+            rand_bits=self.rand_bits,
+            offset=step * n_out,
+            impl="reference",
+        )
 
 
 def _acc_format(cfg: GemmConfig) -> FloatFormat | None:
@@ -536,10 +605,22 @@ def _stages(cfg: GemmConfig, seed: int) -> tuple[_Stage, _Stage]:
     prod = _accum_format(cfg.prod, "prod")
     acc = _acc_format(cfg)
     pm, am = as_mode(cfg.prod_mode), as_mode(cfg.acc_mode)
-    P = _Stage(prod, cfg.prod is not None and prod is None, pm, cfg.overflow,
-               cfg._stage_rand_bits(prod, pm, "prod") if prod else 32, stream_seed(seed, 3))
-    Q = _Stage(acc, acc is None, am, cfg.overflow,
-               cfg._stage_rand_bits(acc, am, "acc") if acc else 32, stream_seed(seed, 4))
+    P = _Stage(
+        prod,
+        cfg.prod is not None and prod is None,
+        pm,
+        cfg.overflow,
+        cfg._stage_rand_bits(prod, pm, "prod") if prod else 32,
+        stream_seed(seed, 3),
+    )
+    Q = _Stage(
+        acc,
+        acc is None,
+        am,
+        cfg.overflow,
+        cfg._stage_rand_bits(acc, am, "acc") if acc else 32,
+        stream_seed(seed, 4),
+    )
     return P, Q
 
 
@@ -556,8 +637,9 @@ def _fsum_odd(xs: list[float]) -> tuple[float, float]:
     return hi, math.fsum([*xs, -hi])  # the exact residual's sign (RN keeps sign and zero)
 
 
-def _exact_sum(terms: list[tuple[np.ndarray, np.ndarray | None]], rd: bool
-               ) -> tuple[np.ndarray, np.ndarray]:
+def _exact_sum(
+    terms: list[tuple[np.ndarray, np.ndarray | None]], rd: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """(RN, round-to-odd) float64 values of the exact sum of the terms (hi + lo each).
 
     Zero results carry the sign rule of the module docstring; it looks at the terms' hi parts
@@ -565,8 +647,9 @@ def _exact_sum(terms: list[tuple[np.ndarray, np.ndarray | None]], rd: bool
     """
     shape = np.broadcast_shapes(*(h.shape for h, _ in terms))
     pieces = [np.broadcast_to(h, shape) for h, _ in terms]
-    pieces += [np.broadcast_to(lo, shape) for _, lo in terms
-               if lo is not None and bool(np.any(lo != 0))]
+    pieces += [
+        np.broadcast_to(lo, shape) for _, lo in terms if lo is not None and bool(np.any(lo != 0))
+    ]
     with np.errstate(all="ignore"):
         if len(pieces) == 1:
             hi = odd = np.array(pieces[0], dtype=np.float64)
@@ -588,8 +671,9 @@ def _exact_sum(terms: list[tuple[np.ndarray, np.ndarray | None]], rd: bool
     return np.where(hi == 0, zero, hi), np.where(hi == 0, zero, odd)
 
 
-def gemm_reference(A3: np.ndarray, B3: np.ndarray, ia: np.ndarray, ib: np.ndarray,
-                   cfg: GemmConfig, seed: int) -> np.ndarray:
+def gemm_reference(
+    A3: np.ndarray, B3: np.ndarray, ia: np.ndarray, ib: np.ndarray, cfg: GemmConfig, seed: int
+) -> np.ndarray:
     """The plain reference on batched float arrays; returns float64 of shape (len(ia), M, N).
 
     ``C[t] = emulated(A3[ia[t]] @ B3[ib[t]])`` with the operands already rounded to ``mult``.
@@ -611,8 +695,9 @@ def gemm_reference(A3: np.ndarray, B3: np.ndarray, ia: np.ndarray, ib: np.ndarra
             if nl is not None:  # L-Mul products of the (e8mN, flushed) operands: exact doubles
                 from lowbit.arith.approx.lmul import lmul_prepared_numpy
 
-                ph = lmul_prepared_numpy(A[:, :, k, None].astype(np.float32),
-                                         B[:, None, k, :].astype(np.float32), nl)
+                ph = lmul_prepared_numpy(
+                    A[:, :, k, None].astype(np.float32), B[:, None, k, :].astype(np.float32), nl
+                )
                 ph = ph.astype(np.float64)
                 pl = np.zeros_like(ph)
             else:
@@ -677,9 +762,15 @@ def _quire_rd(cfg: GemmConfig) -> bool:
     return not _quire_native(cfg) and as_mode(cfg.out_mode) is RoundMode.RD
 
 
-def quire_plan(stats_a: tuple[bool, bool, int, float], stats_b: tuple[bool, bool, int, float],
-               K: int, exact: bool, lmul: int | None = None, prod: FloatFormat | None = None,
-               saturate: bool = False) -> tuple[np.ndarray, int]:
+def quire_plan(
+    stats_a: tuple[bool, bool, int, float],
+    stats_b: tuple[bool, bool, int, float],
+    K: int,
+    exact: bool,
+    lmul: int | None = None,
+    prod: FloatFormat | None = None,
+    saturate: bool = False,
+) -> tuple[np.ndarray, int]:
     """The bins of the exact (quire) accumulation: ``(sig, nbin)``; ``nbin = 0``: no plan.
 
     Inputs: operand statistics (:func:`lowbit.kernels.matmul_numba.operand_stats`: short,
@@ -740,8 +831,9 @@ def quire_plan(stats_a: tuple[bool, bool, int, float], stats_b: tuple[bool, bool
     return np.array(sig, dtype=np.float64), len(sig) + 1
 
 
-def _block_sums_exact(sa: tuple[bool, bool, int, float], sb: tuple[bool, bool, int, float],
-                      bk: int) -> bool:
+def _block_sums_exact(
+    sa: tuple[bool, bool, int, float], sb: tuple[bool, bool, int, float], bk: int
+) -> bool:
     """Whether every partial sum of <= bk products is exact in float64, from operand stats.
 
     Products are multiples of q = 2^(lsb(A) + lsb(B)) bounded by max|A|·max|B|; partial sums
@@ -754,8 +846,15 @@ def _block_sums_exact(sa: tuple[bool, bool, int, float], sb: tuple[bool, bool, i
     return math.log2(bk) + math.log2(sa[3]) + math.log2(sb[3]) < 52 + sa[2] + sb[2]
 
 
-def gemm_kernel(A3: np.ndarray, B3: np.ndarray, ia: np.ndarray, ib: np.ndarray,
-                cfg: GemmConfig, seed: int, exact: bool = True) -> np.ndarray:
+def gemm_kernel(
+    A3: np.ndarray,
+    B3: np.ndarray,
+    ia: np.ndarray,
+    ib: np.ndarray,
+    cfg: GemmConfig,
+    seed: int,
+    exact: bool = True,
+) -> np.ndarray:
     """The numba kernel on the same inputs as :func:`gemm_reference` (bit-identical result).
 
     Products are taken as exact float64 products (no ``two_prod``) when every operand value has
@@ -791,24 +890,42 @@ def gemm_kernel(A3: np.ndarray, B3: np.ndarray, ia: np.ndarray, ib: np.ndarray,
     # longer column loops.)
     swap = exact and ((N < 8 and M >= 2 * N) or (quire and N < _JB and M > N))
     if swap:
-        A3, B3, ia, ib = (np.ascontiguousarray(np.swapaxes(B3, 1, 2)),
-                          np.ascontiguousarray(np.swapaxes(A3, 1, 2)), ib, ia)
+        A3, B3, ia, ib = (
+            np.ascontiguousarray(np.swapaxes(B3, 1, 2)),
+            np.ascontiguousarray(np.swapaxes(A3, 1, 2)),
+            ib,
+            ia,
+        )
         C = np.empty((ia.size, N, M), dtype=out_dt)
         si, sj = 1, N
     else:
         C = np.empty((ia.size, M, N), dtype=out_dt)
         si, sj = N, 1
     jb = max(1, min(C.shape[2], _JB))
-    args = (A3, B3, ia, ib, C, bool(exact), P.kernel_tuple(), Q.kernel_tuple(), jb, si, sj,
-            lmc)
+    args = (A3, B3, ia, ib, C, bool(exact), P.kernel_tuple(), Q.kernel_tuple(), jb, si, sj, lmc)
     if K == 0:
         C.fill(0.0)
     elif quire:
         pf = _accum_format(cfg.prod, "prod")
         sat = pf is not None and (cfg.overflow == "saturate" or not pf.has_nan)
         sig, nbin = quire_plan(sa, sb, K, bool(exact), nl, pf, sat)
-        nk.gemm_quire(A3, B3, ia, ib, C, bool(exact), P.kernel_tuple(), jb, si, sj, lmc, sig,
-                      nbin, _quire_rd(cfg), _quire_native(cfg))
+        nk.gemm_quire(
+            A3,
+            B3,
+            ia,
+            ib,
+            C,
+            bool(exact),
+            P.kernel_tuple(),
+            jb,
+            si,
+            sj,
+            lmc,
+            sig,
+            nbin,
+            _quire_rd(cfg),
+            _quire_native(cfg),
+        )
     elif cfg.order == "sequential":
         nk.gemm_sequential(*args)
     elif cfg.order == "pairwise":
@@ -824,9 +941,11 @@ def gemm_kernel(A3: np.ndarray, B3: np.ndarray, ia: np.ndarray, ib: np.ndarray,
 def _check_dtype(dt: np.dtype, which: str) -> np.dtype:
     dt = np.dtype(dt)
     if dt not in _FLOAT_DTYPES:
-        raise TypeError(f"lowbit.matmul needs floating-point operands (float16, bfloat16, "
-                        f"float32, float64); {which} has dtype {dt}: convert it first, e.g. "
-                        f"{which}.astype(np.float64)")
+        raise TypeError(
+            f"lowbit.matmul needs floating-point operands (float16, bfloat16, "
+            f"float32, float64); {which} has dtype {dt}: convert it first, e.g. "
+            f"{which}.astype(np.float64)"
+        )
     return dt
 
 
@@ -835,8 +954,12 @@ def _holds(dt: np.dtype, f: Format | None) -> bool:
     if not isinstance(f, FloatFormat):  # float64 accumulators, posit/fixed-point outputs
         return dt == np.float64
     fi = ml_dtypes.finfo(dt) if dt == _BF16 else np.finfo(dt)
-    return (fi.nmant >= f.man_bits and fi.maxexp - 1 >= f.emax and fi.minexp <= f.emin
-            and float(fi.smallest_subnormal) <= f.min_subnormal)
+    return (
+        fi.nmant >= f.man_bits
+        and fi.maxexp - 1 >= f.emax
+        and fi.minexp <= f.emin
+        and float(fi.smallest_subnormal) <= f.min_subnormal
+    )
 
 
 def _result_dtype(dts: list[np.dtype], final: Format | None) -> np.dtype:
@@ -861,14 +984,17 @@ def _final_format(cfg: GemmConfig) -> Format | None:
 def _out_rand_bits(cfg: GemmConfig) -> int | None:
     """rand_bits of the out rounding: as given; for a stochastic quire rounding without it,
     ``min(32, 52 - p)`` (the round-to-odd bridge needs p + rand_bits <= 52)."""
-    if cfg.rand_bits is not None or cfg.acc != QUIRE or cfg.out is None \
-            or not as_mode(cfg.out_mode).stochastic:
+    if (
+        cfg.rand_bits is not None
+        or cfg.acc != QUIRE
+        or cfg.out is None
+        or not as_mode(cfg.out_mode).stochastic
+    ):
         return cfg.rand_bits
     return min(32, 52 - _out_precision(get_element_format(cfg.out)))
 
 
-def _round_operand(x: np.ndarray, cfg: GemmConfig, seed: int, stream: int,
-                   impl: str) -> np.ndarray:
+def _round_operand(x: np.ndarray, cfg: GemmConfig, seed: int, stream: int, impl: str) -> np.ndarray:
     if cfg.mult is None:
         return x
     n = lmul_bits(cfg)
@@ -878,8 +1004,15 @@ def _round_operand(x: np.ndarray, cfg: GemmConfig, seed: int, stream: int,
     if not _holds(x.dtype, f):
         x = x.astype(np.float64)
     mode = as_mode(cfg.mult_mode)
-    r = _round(x, f, mode, overflow=cfg.overflow, seed=stream_seed(seed, stream),
-               rand_bits=cfg.rand_bits, impl="reference" if impl == "reference" else "auto")
+    r = _round(
+        x,
+        f,
+        mode,
+        overflow=cfg.overflow,
+        seed=stream_seed(seed, stream),
+        rand_bits=cfg.rand_bits,
+        impl="reference" if impl == "reference" else "auto",
+    )
     if n is not None:  # L-Mul operands: subnormals flushed to zero (lowbit.arith.approx)
         with np.errstate(invalid="ignore"):
             tiny = np.abs(r) < _TINY32
@@ -888,20 +1021,25 @@ def _round_operand(x: np.ndarray, cfg: GemmConfig, seed: int, stream: int,
     return r
 
 
-def _shapes(a_shape: tuple[int, ...], b_shape: tuple[int, ...]
-            ) -> tuple[tuple[int, ...], int, int, int]:
+def _shapes(
+    a_shape: tuple[int, ...], b_shape: tuple[int, ...]
+) -> tuple[tuple[int, ...], int, int, int]:
     """(batch shape, M, K, N) of A (..., M, K) @ B (..., K, N), with clear errors."""
     if len(a_shape) < 2 or len(b_shape) < 2:
         raise AssertionError("operands are expanded to >= 2-D before this point")
     if a_shape[-1] != b_shape[-2]:
-        raise ValueError(f"matmul: shapes {a_shape} and {b_shape} are not aligned: "
-                         f"A has {a_shape[-1]} columns (dim -1) but B has {b_shape[-2]} rows "
-                         "(dim -2)")
+        raise ValueError(
+            f"matmul: shapes {a_shape} and {b_shape} are not aligned: "
+            f"A has {a_shape[-1]} columns (dim -1) but B has {b_shape[-2]} rows "
+            "(dim -2)"
+        )
     try:
         batch = np.broadcast_shapes(a_shape[:-2], b_shape[:-2])
     except ValueError:
-        raise ValueError(f"matmul: batch dimensions of shapes {a_shape} and {b_shape} do not "
-                         f"broadcast ({a_shape[:-2]} vs {b_shape[:-2]})") from None
+        raise ValueError(
+            f"matmul: batch dimensions of shapes {a_shape} and {b_shape} do not "
+            f"broadcast ({a_shape[:-2]} vs {b_shape[:-2]})"
+        ) from None
     return batch, a_shape[-2], a_shape[-1], b_shape[-1]
 
 
@@ -911,8 +1049,9 @@ def _batch_index(shape: tuple[int, ...], batch: tuple[int, ...]) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(idx, batch)).reshape(-1)
 
 
-def _matmul_numpy(A: np.ndarray, B: np.ndarray, cfg: GemmConfig, seed: int, impl: str
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _matmul_numpy(
+    A: np.ndarray, B: np.ndarray, cfg: GemmConfig, seed: int, impl: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Core on >= 2-D numpy operands: (result in the result dtype, rounded A, rounded B)."""
     da = _check_dtype(A.dtype, "A")
     db = _check_dtype(B.dtype, "B")
@@ -920,7 +1059,8 @@ def _matmul_numpy(A: np.ndarray, B: np.ndarray, cfg: GemmConfig, seed: int, impl
     # float32 storage (operands, kernel output) when it holds every value involved
     f32 = np.dtype(np.float32)
     fits = _holds(f32, _acc_format(cfg)) and (
-        cfg.out is None or _holds(f32, get_element_format(cfg.out)))
+        cfg.out is None or _holds(f32, get_element_format(cfg.out))
+    )
     work = np.float64 if (np.float64 in (da, db) or not fits) else np.float32
     Aw = _round_operand(A.astype(work, copy=False), cfg, seed, 1, impl)
     Bw = _round_operand(B.astype(work, copy=False), cfg, seed, 2, impl)
@@ -936,9 +1076,15 @@ def _matmul_numpy(A: np.ndarray, B: np.ndarray, cfg: GemmConfig, seed: int, impl
         C = gemm_kernel(A3, B3, ia, ib, cfg, seed)
     C = C.reshape((*batch, M, N))
     if cfg.out is not None and not _is_fp64(get_element_format(cfg.out)):
-        C = _round(C, cfg.out, as_mode(cfg.out_mode), overflow=cfg.overflow,
-                   seed=stream_seed(seed, 5), rand_bits=_out_rand_bits(cfg),
-                   impl="reference" if impl == "reference" else "auto")
+        C = _round(
+            C,
+            cfg.out,
+            as_mode(cfg.out_mode),
+            overflow=cfg.overflow,
+            seed=stream_seed(seed, 5),
+            rand_bits=_out_rand_bits(cfg),
+            impl="reference" if impl == "reference" else "auto",
+        )
     C[np.isnan(C)] = np.nan  # canonical quiet NaN (float64 or float32)
     dt = _result_dtype([da, db], _final_format(cfg))
     with np.errstate(all="ignore"):
@@ -952,11 +1098,21 @@ def _resolve(preset: str | GemmConfig | None, overrides: dict[str, Any]) -> Gemm
     base = get_gemm_config(preset)
     given = {k: v for k, v in overrides.items() if v is not _UNSET}
     ctx = _context.current()
-    if preset is None and ctx is not None and not any(
-            k in given for k in ("mult", "prod", "acc", "out")):
+    if (
+        preset is None
+        and ctx is not None
+        and not any(k in given for k in ("mult", "prod", "acc", "out"))
+    ):
         # inside lb.precision(fmt, mode): every product and every addition rounded (chop)
-        return GemmConfig(**{"prod": ctx.fmt, "prod_mode": ctx.mode, "acc": ctx.fmt,
-                             "acc_mode": ctx.mode, **given})
+        return GemmConfig(
+            **{
+                "prod": ctx.fmt,
+                "prod_mode": ctx.mode,
+                "acc": ctx.fmt,
+                "acc_mode": ctx.mode,
+                **given,
+            }
+        )
     if not given:
         return base
     if preset is None:
@@ -975,9 +1131,11 @@ def _as_numpy(x: Any, which: str) -> np.ndarray:
     if isinstance(x, bool | int | float | list | tuple):
         arr = np.asarray(x)
         if arr.dtype.kind in "iub":
-            raise TypeError(f"lowbit.matmul needs floating-point operands; {which} has dtype "
-                            f"{arr.dtype}: convert it first, e.g. np.asarray({which}, "
-                            "dtype=np.float64)")
+            raise TypeError(
+                f"lowbit.matmul needs floating-point operands; {which} has dtype "
+                f"{arr.dtype}: convert it first, e.g. np.asarray({which}, "
+                "dtype=np.float64)"
+            )
         return arr
     return np.asarray(x)
 
@@ -1056,10 +1214,24 @@ def matmul(
         if out is not _UNSET:
             raise ValueError("pass either out= or its alias out_fmt=, not both")
         out = out_fmt
-    cfg = _resolve(preset, {
-        "mult": mult, "mult_mode": mult_mode, "prod": prod, "prod_mode": prod_mode,
-        "acc": acc, "acc_mode": acc_mode, "order": order, "block_k": block_k, "fma": fma,
-        "out": out, "out_mode": out_mode, "overflow": overflow, "rand_bits": rand_bits})
+    cfg = _resolve(
+        preset,
+        {
+            "mult": mult,
+            "mult_mode": mult_mode,
+            "prod": prod,
+            "prod_mode": prod_mode,
+            "acc": acc,
+            "acc_mode": acc_mode,
+            "order": order,
+            "block_k": block_k,
+            "fma": fma,
+            "out": out,
+            "out_mode": out_mode,
+            "overflow": overflow,
+            "rand_bits": rand_bits,
+        },
+    )
     bwd_cfg = cfg if bwd is None else get_gemm_config(bwd)
     if impl not in IMPLS:
         raise ValueError(f"impl={impl!r}; accepted: {', '.join(IMPLS)}")
@@ -1098,29 +1270,39 @@ def dot(a: Any, b: Any, **kwargs: Any) -> Any:
     for name, x in (("a", a), ("b", b)):
         nd = len(np.shape(x)) if _backend(x) != "torch" else x.dim()
         if nd == 0 or nd > 2:
-            raise ValueError(f"lowbit.dot takes 1-D or 2-D operands; {name} has shape "
-                             f"{tuple(np.shape(x)) if _backend(x) != 'torch' else tuple(x.shape)}"
-                             " (use lowbit.matmul for batches)")
+            raise ValueError(
+                f"lowbit.dot takes 1-D or 2-D operands; {name} has shape "
+                f"{tuple(np.shape(x)) if _backend(x) != 'torch' else tuple(x.shape)}"
+                " (use lowbit.matmul for batches)"
+            )
     return matmul(a, b, **kwargs)
 
 
 def _expand(a: Any, b: Any) -> tuple[Any, Any, tuple[bool, bool]]:
     """np.matmul's 1-D rule: a vector A is a row, a vector B a column (removed afterwards)."""
     if a.ndim == 0 or b.ndim == 0:
-        raise ValueError(f"matmul: operands must have at least one dimension, got shapes "
-                         f"{tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"matmul: operands must have at least one dimension, got shapes "
+            f"{tuple(a.shape)} and {tuple(b.shape)}"
+        )
     sa, sb = a.ndim == 1, b.ndim == 1
     if sa and sb and a.shape[0] != b.shape[0]:
-        raise ValueError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} are not "
-                         f"aligned: {a.shape[0]} != {b.shape[0]}")
+        raise ValueError(
+            f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} are not "
+            f"aligned: {a.shape[0]} != {b.shape[0]}"
+        )
     if sa and a.shape[0] != b.shape[-2 if b.ndim > 1 else 0]:
-        raise ValueError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} are not "
-                         f"aligned: A has {a.shape[0]} elements but B has {b.shape[-2]} rows "
-                         "(dim -2)")
+        raise ValueError(
+            f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} are not "
+            f"aligned: A has {a.shape[0]} elements but B has {b.shape[-2]} rows "
+            "(dim -2)"
+        )
     if sb and b.shape[0] != a.shape[-1]:
-        raise ValueError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} are not "
-                         f"aligned: A has {a.shape[-1]} columns (dim -1) but B has "
-                         f"{b.shape[0]} elements")
+        raise ValueError(
+            f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} are not "
+            f"aligned: A has {a.shape[-1]} columns (dim -1) but B has "
+            f"{b.shape[0]} elements"
+        )
     a2 = a.reshape(1, -1) if sa else a
     b2 = b.reshape(-1, 1) if sb else b
     return a2, b2, (sa, sb)
@@ -1146,9 +1328,15 @@ def _sum_to_shape(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return x
 
 
-def backward_numpy(Ar: np.ndarray, Br: np.ndarray, G: np.ndarray, cfg: GemmConfig, seed: int,
-                   impl: str, need: tuple[bool, bool] = (True, True)
-                   ) -> tuple[np.ndarray | None, np.ndarray | None]:
+def backward_numpy(
+    Ar: np.ndarray,
+    Br: np.ndarray,
+    G: np.ndarray,
+    cfg: GemmConfig,
+    seed: int,
+    impl: str,
+    need: tuple[bool, bool] = (True, True),
+) -> tuple[np.ndarray | None, np.ndarray | None]:
     """grad_A = G @ Br^T and grad_B = Ar^T @ G with the emulated arithmetic ``cfg``.
 
     ``Ar``/``Br`` are the forward operands after the ``mult`` rounding (>= 2-D), ``G`` the
@@ -1177,9 +1365,11 @@ def _torch_to_numpy(x: Any, which: str) -> np.ndarray:
     import torch
 
     if x.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-        raise TypeError(f"lowbit.matmul needs floating-point operands ({', '.join(_TORCH_DTYPES)}"
-                        f"); {which} has dtype {x.dtype}: convert it first, e.g. "
-                        f"{which}.double()")
+        raise TypeError(
+            f"lowbit.matmul needs floating-point operands ({', '.join(_TORCH_DTYPES)}"
+            f"); {which} has dtype {x.dtype}: convert it first, e.g. "
+            f"{which}.double()"
+        )
     x = x.detach().cpu()
     if x.dtype == torch.bfloat16:
         return x.float().numpy().astype(_BF16)
@@ -1189,8 +1379,12 @@ def _torch_to_numpy(x: Any, which: str) -> np.ndarray:
 def _numpy_to_torch(x: np.ndarray, like: Any) -> Any:
     import torch
 
-    dt = {np.dtype(np.float16): torch.float16, _BF16: torch.bfloat16,
-          np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}[x.dtype]
+    dt = {
+        np.dtype(np.float16): torch.float16,
+        _BF16: torch.bfloat16,
+        np.dtype(np.float32): torch.float32,
+        np.dtype(np.float64): torch.float64,
+    }[x.dtype]
     if x.dtype == _BF16:
         x = x.astype(np.float32)
     return torch.from_numpy(np.ascontiguousarray(x)).to(device=like.device, dtype=dt)
@@ -1207,10 +1401,12 @@ def _torch_function() -> Any:
         """C = A @ B with emulated arithmetic; backward with the same emulated matmul."""
 
         @staticmethod
-        def forward(ctx: Any, A: Any, B: Any, cfg: GemmConfig, bwd: GemmConfig, seed: int,
-                    impl: str) -> Any:
-            C, Ar, Br = _matmul_numpy(_torch_to_numpy(A, "A"), _torch_to_numpy(B, "B"), cfg,
-                                      seed, impl)
+        def forward(
+            ctx: Any, A: Any, B: Any, cfg: GemmConfig, bwd: GemmConfig, seed: int, impl: str
+        ) -> Any:
+            C, Ar, Br = _matmul_numpy(
+                _torch_to_numpy(A, "A"), _torch_to_numpy(B, "B"), cfg, seed, impl
+            )
             ctx.operands = (Ar, Br)
             ctx.meta = (A.dtype, A.device, B.dtype, B.device, bwd, seed, impl)
             return _numpy_to_torch(C, A)
@@ -1229,18 +1425,18 @@ def _torch_function() -> Any:
     return _TORCH_FN
 
 
-def _matmul_torch(A: Any, B: Any, cfg: GemmConfig, bwd: GemmConfig, seed: int,
-                  impl: str) -> Any:
+def _matmul_torch(A: Any, B: Any, cfg: GemmConfig, bwd: GemmConfig, seed: int, impl: str) -> Any:
     for name, x in (("A", A), ("B", B)):
         _torch_to_numpy(x[:0] if x.dim() else x, name)  # dtype check only
     if A.dim() == 0 or B.dim() == 0:
-        raise ValueError(f"matmul: operands must have at least one dimension, got shapes "
-                         f"{tuple(A.shape)} and {tuple(B.shape)}")
+        raise ValueError(
+            f"matmul: operands must have at least one dimension, got shapes "
+            f"{tuple(A.shape)} and {tuple(B.shape)}"
+        )
     a2, b2, squeeze = _expand(A, B)
     _shapes(tuple(a2.shape), tuple(b2.shape))
     C = _torch_function().apply(a2, b2, cfg, bwd, seed, impl)
     return _squeeze(C, squeeze)
-
 
 
 # =============================================================================================
@@ -1254,16 +1450,20 @@ def _matmul_jax(A: Any, B: Any, cfg: GemmConfig, bwd: GemmConfig, seed: int, imp
     db = _check_dtype(np.dtype(B.dtype), "B")
     sa, sb = A.ndim == 1, B.ndim == 1
     if A.ndim == 0 or B.ndim == 0:
-        raise ValueError(f"matmul: operands must have at least one dimension, got shapes "
-                         f"{tuple(A.shape)} and {tuple(B.shape)}")
+        raise ValueError(
+            f"matmul: operands must have at least one dimension, got shapes "
+            f"{tuple(A.shape)} and {tuple(B.shape)}"
+        )
     a2 = A[None, :] if sa else A
     b2 = B[:, None] if sb else B
     batch, M, _, N = _shapes(tuple(a2.shape), tuple(b2.shape))
     dt = _result_dtype([da, db], _final_format(cfg))
     if dt == np.float64 and not jax.config.jax_enable_x64:
-        raise ValueError("this configuration returns float64 values, but jax runs without "
-                         "float64 (set jax.config.update('jax_enable_x64', True), or choose a "
-                         "float32-sized acc/out format)")
+        raise ValueError(
+            "this configuration returns float64 values, but jax runs without "
+            "float64 (set jax.config.update('jax_enable_x64', True), or choose a "
+            "float32-sized acc/out format)"
+        )
     res = jax.ShapeDtypeStruct((*batch, M, N), dt)
 
     def host_fwd(x: Any, y: Any) -> np.ndarray:
@@ -1300,5 +1500,14 @@ def _matmul_jax(A: Any, B: Any, cfg: GemmConfig, bwd: GemmConfig, seed: int, imp
     return jnp.asarray(C)
 
 
-__all__ = ["QUIRE", "GemmConfig", "dot", "gemm_presets", "get_gemm_config", "lmul_bits", "matmul",
-           "quire_plan", "stream_seed"]
+__all__ = [
+    "QUIRE",
+    "GemmConfig",
+    "dot",
+    "gemm_presets",
+    "get_gemm_config",
+    "lmul_bits",
+    "matmul",
+    "quire_plan",
+    "stream_seed",
+]

@@ -44,9 +44,17 @@ def _is_torch(x: Any) -> bool:
 class _Call:
     """Resolved settings of one operation: format, mode and where its random draws come from."""
 
-    def __init__(self, fmt: Any, mode: Any, seed: int | None, subnormals: bool | None,
-                 overflow: str | None, rand_bits: int | None, inputs: str,
-                 offset: int = 0) -> None:
+    def __init__(
+        self,
+        fmt: Any,
+        mode: Any,
+        seed: int | None,
+        subnormals: bool | None,
+        overflow: str | None,
+        rand_bits: int | None,
+        inputs: str,
+        offset: int = 0,
+    ) -> None:
         ctx = _ctx.current()
         if fmt is None:
             if ctx is None:
@@ -54,19 +62,24 @@ class _Call:
             fmt = ctx.fmt
         f = get_element_format(fmt)
         if not isinstance(f, FloatFormat):
-            raise ValueError(f"lowbit.arith emulates float formats; got {f} "
-                             "(use lowbit.round for posit/fixed/int grids)")
+            raise ValueError(
+                f"lowbit.arith emulates float formats; got {f} "
+                "(use lowbit.round for posit/fixed/int grids)"
+            )
         if f.man_bits > MAX_MAN_BITS:
-            raise ValueError(f"{f} has {f.man_bits} mantissa bits; lowbit.arith supports at most "
-                             f"{MAX_MAN_BITS} (use float64 arithmetic directly for wider formats)")
+            raise ValueError(
+                f"{f} has {f.man_bits} mantissa bits; lowbit.arith supports at most "
+                f"{MAX_MAN_BITS} (use float64 arithmetic directly for wider formats)"
+            )
         if inputs not in _INPUTS:
             raise ValueError(f"inputs={inputs!r}; accepted: {', '.join(_INPUTS)}")
         self.fmt = f
         self.ctx = ctx if (ctx is not None and seed is None) else None
         self.mode = as_mode(mode if mode is not None else (ctx.mode if ctx else "rne"))
         self.seed = seed if seed is not None else (ctx.seed if ctx else None)
-        self.subnormals = subnormals if subnormals is not None else (
-            ctx.subnormals if ctx else True)
+        self.subnormals = (
+            subnormals if subnormals is not None else (ctx.subnormals if ctx else True)
+        )
         self.overflow = overflow if overflow is not None else (ctx.overflow if ctx else None)
         self.rand_bits = rand_bits if rand_bits is not None else (ctx.rand_bits if ctx else None)
         self.inputs = inputs
@@ -79,7 +92,8 @@ class _Call:
                 raise ValueError(
                     f"stochastic rounding to {f} with rand_bits={rb} needs p + rand_bits <= 52 "
                     f"to be exact through the round-to-odd bridge; use rand_bits <= "
-                    f"{52 - f.precision}")
+                    f"{52 - f.precision}"
+                )
 
     def round(self, v: Any, mode: RoundMode | None = None) -> Any:
         """Round float64 values ``v`` once, drawing fresh random bits from the context."""
@@ -87,30 +101,49 @@ class _Call:
         offset = self.offset
         if m.stochastic and self.ctx is not None:
             offset = self.ctx.take(int(np.prod(v.shape)) if hasattr(v, "shape") else 1)
-        return _round(v, self.fmt, m, overflow=self.overflow, subnormals=self.subnormals,
-                      seed=self.seed, rand_bits=self.rand_bits, offset=offset)
+        return _round(
+            v,
+            self.fmt,
+            m,
+            overflow=self.overflow,
+            subnormals=self.subnormals,
+            seed=self.seed,
+            rand_bits=self.rand_bits,
+            offset=offset,
+        )
 
     def operand(self, x: Any) -> Any:
         """An input as float64, rounded to / checked against the format as ``inputs`` says."""
         v = x.to(_torch().float64) if _is_torch(x) else np.asarray(x, dtype=np.float64)
         if self.inputs == "exact":
             return v
-        r = _round(v, self.fmt, "rne", subnormals=self.subnormals, overflow="saturate"
-                   if not self.fmt.has_inf and not self.fmt.has_nan else None)
+        r = _round(
+            v,
+            self.fmt,
+            "rne",
+            subnormals=self.subnormals,
+            overflow="saturate" if not self.fmt.has_inf and not self.fmt.has_nan else None,
+        )
         if self.inputs == "round":
             return r
         same = (r == v) | (r != r) & (v != v)
         if not bool(same.all()):
             bad = v[~same].reshape(-1)[0]
-            raise ValueError(f"input {float(bad)!r} is not representable in {self.fmt}; pass "
-                             "inputs='round' to round inputs first")
+            raise ValueError(
+                f"input {float(bad)!r} is not representable in {self.fmt}; pass "
+                "inputs='round' to round inputs first"
+            )
         return v
 
 
 def _holds(dtype: Any, f: FloatFormat) -> bool:
     fi = ml_dtypes.finfo(dtype) if dtype == ml_dtypes.bfloat16 else np.finfo(dtype)
-    return (fi.nmant >= f.man_bits and fi.maxexp - 1 >= f.emax and fi.minexp <= f.emin
-            and float(fi.smallest_subnormal) <= f.min_subnormal)
+    return (
+        fi.nmant >= f.man_bits
+        and fi.maxexp - 1 >= f.emax
+        and fi.minexp <= f.emin
+        and float(fi.smallest_subnormal) <= f.min_subnormal
+    )
 
 
 def _finish(res64: Any, args: tuple[Any, ...], f: FloatFormat) -> Any:
@@ -121,8 +154,12 @@ def _finish(res64: Any, args: tuple[Any, ...], f: FloatFormat) -> Any:
         dt = dts[0]
         for d in dts[1:]:
             dt = t.promote_types(dt, d)
-        np_dt = {t.float64: np.float64, t.float32: np.float32, t.float16: np.float16,
-                 t.bfloat16: ml_dtypes.bfloat16}.get(dt)
+        np_dt = {
+            t.float64: np.float64,
+            t.float32: np.float32,
+            t.float16: np.float16,
+            t.bfloat16: ml_dtypes.bfloat16,
+        }.get(dt)
         if np_dt is None or not _holds(np.dtype(np_dt), f):
             dt = t.float64
         return res64.to(dt)
@@ -152,8 +189,16 @@ def _signbit(x: Any) -> Any:
     return _torch().signbit(x) if _is_torch(x) else np.signbit(x)
 
 
-def _kw(fmt: Any, mode: Any, seed: Any, subnormals: Any, overflow: Any, rand_bits: Any,
-        inputs: str, offset: int = 0) -> _Call:
+def _kw(
+    fmt: Any,
+    mode: Any,
+    seed: Any,
+    subnormals: Any,
+    overflow: Any,
+    rand_bits: Any,
+    inputs: str,
+    offset: int = 0,
+) -> _Call:
     return _Call(fmt, mode, seed, subnormals, overflow, rand_bits, inputs, offset)
 
 
@@ -170,9 +215,16 @@ def _fast_binary(x: Any, y: Any, call: _Call, op: str) -> Any:
     if not (isinstance(x, np.ndarray) and isinstance(y, np.ndarray)):
         return None
     f = call.fmt
-    if (x.dtype != y.dtype or x.dtype not in (np.float32, np.float64) or x.shape != y.shape
-            or x.size < _FAST_MIN or call.inputs == "check" or not call.subnormals
-            or not f.signed or not f.has_zero):
+    if (
+        x.dtype != y.dtype
+        or x.dtype not in (np.float32, np.float64)
+        or x.shape != y.shape
+        or x.size < _FAST_MIN
+        or call.inputs == "check"
+        or not call.subnormals
+        or not f.signed
+        or not f.has_zero
+    ):
         return None
     import secrets
 
@@ -194,15 +246,36 @@ def _fast_binary(x: Any, y: Any, call: _Call, op: str) -> Any:
     rb = call.rand_bits or 32
     dt = x.dtype if _holds(x.dtype, f) else np.dtype(np.float64)
     out = buffers.empty(x.shape, dt)
-    arith_numba.binary(np.ascontiguousarray(x).reshape(-1), np.ascontiguousarray(y).reshape(-1),
-                       out.reshape(-1), _OPS[op], f.man_bits, f.emin, f.max, infv,
-                       list(RoundMode).index(mode), f.special == "fnuz", rb, k0, k1, offset,
-                       call.inputs == "round", infv_in, f.emax - f.man_bits + 1)
+    arith_numba.binary(
+        np.ascontiguousarray(x).reshape(-1),
+        np.ascontiguousarray(y).reshape(-1),
+        out.reshape(-1),
+        _OPS[op],
+        f.man_bits,
+        f.emin,
+        f.max,
+        infv,
+        list(RoundMode).index(mode),
+        f.special == "fnuz",
+        rb,
+        k0,
+        k1,
+        offset,
+        call.inputs == "round",
+        infv_in,
+        f.emax - f.man_bits + 1,
+    )
     return out
 
 
-def _binary(x: Any, y: Any, call: _Call, exact: Callable[[Any, Any], tuple[Any, Any]],
-            zero_rule: bool, negate_y: bool = False) -> Any:
+def _binary(
+    x: Any,
+    y: Any,
+    call: _Call,
+    exact: Callable[[Any, Any], tuple[Any, Any]],
+    zero_rule: bool,
+    negate_y: bool = False,
+) -> Any:
     op = "mul" if exact is two_prod else ("sub" if negate_y else "add")
     fast = _fast_binary(x, y, call, op)
     if fast is not None:
@@ -218,9 +291,19 @@ def _binary(x: Any, y: Any, call: _Call, exact: Callable[[Any, Any], tuple[Any, 
     return _finish(call.round(v), (x, y), call.fmt)
 
 
-def add(x: Any, y: Any, fmt: Any = None, mode: Any = None, *, seed: int | None = None,
-        subnormals: bool | None = None, overflow: str | None = None,
-        rand_bits: int | None = None, inputs: str = "round", offset: int = 0) -> Any:
+def add(
+    x: Any,
+    y: Any,
+    fmt: Any = None,
+    mode: Any = None,
+    *,
+    seed: int | None = None,
+    subnormals: bool | None = None,
+    overflow: str | None = None,
+    rand_bits: int | None = None,
+    inputs: str = "round",
+    offset: int = 0,
+) -> Any:
     """x + y correctly rounded to ``fmt`` in ``mode`` (defaults from :func:`lb.precision`).
 
     Args:
@@ -237,17 +320,37 @@ def add(x: Any, y: Any, fmt: Any = None, mode: Any = None, *, seed: int | None =
     return _binary(x, y, call, two_sum, zero_rule=True)
 
 
-def sub(x: Any, y: Any, fmt: Any = None, mode: Any = None, *, seed: int | None = None,
-        subnormals: bool | None = None, overflow: str | None = None,
-        rand_bits: int | None = None, inputs: str = "round", offset: int = 0) -> Any:
+def sub(
+    x: Any,
+    y: Any,
+    fmt: Any = None,
+    mode: Any = None,
+    *,
+    seed: int | None = None,
+    subnormals: bool | None = None,
+    overflow: str | None = None,
+    rand_bits: int | None = None,
+    inputs: str = "round",
+    offset: int = 0,
+) -> Any:
     """x - y correctly rounded (see :func:`add`)."""
     call = _kw(fmt, mode, seed, subnormals, overflow, rand_bits, inputs, offset)
     return _binary(x, y, call, two_sum, zero_rule=True, negate_y=True)
 
 
-def mul(x: Any, y: Any, fmt: Any = None, mode: Any = None, *, seed: int | None = None,
-        subnormals: bool | None = None, overflow: str | None = None,
-        rand_bits: int | None = None, inputs: str = "round", offset: int = 0) -> Any:
+def mul(
+    x: Any,
+    y: Any,
+    fmt: Any = None,
+    mode: Any = None,
+    *,
+    seed: int | None = None,
+    subnormals: bool | None = None,
+    overflow: str | None = None,
+    rand_bits: int | None = None,
+    inputs: str = "round",
+    offset: int = 0,
+) -> Any:
     """x * y correctly rounded (see :func:`add`)."""
     call = _kw(fmt, mode, seed, subnormals, overflow, rand_bits, inputs, offset)
     return _binary(x, y, call, two_prod, zero_rule=False)
@@ -268,17 +371,36 @@ def _where(c: Any, a: Any, b: Any) -> Any:
     return _torch().where(c, a, b) if _is_torch(a) else np.where(c, a, b)
 
 
-def div(x: Any, y: Any, fmt: Any = None, mode: Any = None, *, seed: int | None = None,
-        subnormals: bool | None = None, overflow: str | None = None,
-        rand_bits: int | None = None, inputs: str = "round", offset: int = 0) -> Any:
+def div(
+    x: Any,
+    y: Any,
+    fmt: Any = None,
+    mode: Any = None,
+    *,
+    seed: int | None = None,
+    subnormals: bool | None = None,
+    overflow: str | None = None,
+    rand_bits: int | None = None,
+    inputs: str = "round",
+    offset: int = 0,
+) -> Any:
     """x / y correctly rounded (see :func:`add`); x/0 is ±inf and 0/0 NaN as IEEE says."""
     call = _kw(fmt, mode, seed, subnormals, overflow, rand_bits, inputs, offset)
     return _binary(x, y, call, _div_exact, zero_rule=False)
 
 
-def sqrt(x: Any, fmt: Any = None, mode: Any = None, *, seed: int | None = None,
-         subnormals: bool | None = None, overflow: str | None = None,
-         rand_bits: int | None = None, inputs: str = "round", offset: int = 0) -> Any:
+def sqrt(
+    x: Any,
+    fmt: Any = None,
+    mode: Any = None,
+    *,
+    seed: int | None = None,
+    subnormals: bool | None = None,
+    overflow: str | None = None,
+    rand_bits: int | None = None,
+    inputs: str = "round",
+    offset: int = 0,
+) -> Any:
     """Square root correctly rounded; sqrt(-0) = -0, negative inputs give NaN."""
     call = _kw(fmt, mode, seed, subnormals, overflow, rand_bits, inputs, offset)
     a = call.operand(x)
@@ -291,17 +413,30 @@ def sqrt(x: Any, fmt: Any = None, mode: Any = None, *, seed: int | None = None,
     return _finish(call.round(v), (x,), call.fmt)
 
 
-def fma(x: Any, y: Any, z: Any, fmt: Any = None, mode: Any = None, *, seed: int | None = None,
-        subnormals: bool | None = None, overflow: str | None = None,
-        rand_bits: int | None = None, inputs: str = "round", offset: int = 0) -> Any:
+def fma(
+    x: Any,
+    y: Any,
+    z: Any,
+    fmt: Any = None,
+    mode: Any = None,
+    *,
+    seed: int | None = None,
+    subnormals: bool | None = None,
+    overflow: str | None = None,
+    rand_bits: int | None = None,
+    inputs: str = "round",
+    offset: int = 0,
+) -> Any:
     """x * y + z with a single rounding (the product is exact in float64 for p <= 26)."""
     call = _kw(fmt, mode, seed, subnormals, overflow, rand_bits, inputs, offset)
     a, b, c = call.operand(x), call.operand(y), call.operand(z)
     with np.errstate(all="ignore"):
         p, pe = two_prod(a, b)
         if call.inputs == "exact" and bool((pe != 0).any()):
-            raise ValueError("fma with inputs='exact' needs operands whose product is exact in "
-                             "float64 (at most 26 significant bits each)")
+            raise ValueError(
+                "fma with inputs='exact' needs operands whose product is exact in "
+                "float64 (at most 26 significant bits each)"
+            )
         hi, lo = two_sum(p, c)
         v = odd53(hi, lo)
     v = _zero_sign_fix(v, p, c, (hi == 0) & (lo == 0), call.mode)
@@ -315,17 +450,40 @@ def _exact_unary(x: Any, call: _Call, fn: Callable[[Any], Any]) -> Any:
 
 def neg(x: Any, fmt: Any = None, mode: Any = None, **kw: Any) -> Any:
     """-x (exact once x is in the format)."""
-    return _exact_unary(x, _kw(fmt, mode, None, kw.get("subnormals"), kw.get("overflow"), None,
-                               kw.get("inputs", "round")), lambda a: -a)
+    return _exact_unary(
+        x,
+        _kw(
+            fmt,
+            mode,
+            None,
+            kw.get("subnormals"),
+            kw.get("overflow"),
+            None,
+            kw.get("inputs", "round"),
+        ),
+        lambda a: -a,
+    )
 
 
 def abs(x: Any, fmt: Any = None, mode: Any = None, **kw: Any) -> Any:
     """|x| (exact once x is in the format)."""
+
     def _abs(a: Any) -> Any:
         return a.abs() if _is_torch(a) else np.abs(a)
 
-    return _exact_unary(x, _kw(fmt, mode, None, kw.get("subnormals"), kw.get("overflow"), None,
-                               kw.get("inputs", "round")), _abs)
+    return _exact_unary(
+        x,
+        _kw(
+            fmt,
+            mode,
+            None,
+            kw.get("subnormals"),
+            kw.get("overflow"),
+            None,
+            kw.get("inputs", "round"),
+        ),
+        _abs,
+    )
 
 
 def _minmax(x: Any, y: Any, call: _Call, pick_min: bool) -> Any:
@@ -340,22 +498,31 @@ def _minmax(x: Any, y: Any, call: _Call, pick_min: bool) -> Any:
 
 def minimum(x: Any, y: Any, fmt: Any = None, mode: Any = None, **kw: Any) -> Any:
     """Elementwise minimum (IEEE 754-2019 minimum: NaN propagates)."""
-    return _minmax(x, y, _kw(fmt, mode, None, kw.get("subnormals"), None, None,
-                             kw.get("inputs", "round")), True)
+    return _minmax(
+        x,
+        y,
+        _kw(fmt, mode, None, kw.get("subnormals"), None, None, kw.get("inputs", "round")),
+        True,
+    )
 
 
 def maximum(x: Any, y: Any, fmt: Any = None, mode: Any = None, **kw: Any) -> Any:
     """Elementwise maximum (IEEE 754-2019 maximum: NaN propagates)."""
-    return _minmax(x, y, _kw(fmt, mode, None, kw.get("subnormals"), None, None,
-                             kw.get("inputs", "round")), False)
+    return _minmax(
+        x,
+        y,
+        _kw(fmt, mode, None, kw.get("subnormals"), None, None, kw.get("inputs", "round")),
+        False,
+    )
 
 
 def _compare(op: str) -> Callable[..., Any]:
     def cmp(x: Any, y: Any, fmt: Any = None, **kw: Any) -> Any:
         call = _kw(fmt, None, None, kw.get("subnormals"), None, None, kw.get("inputs", "round"))
         a, b = call.operand(x), call.operand(y)
-        return {"eq": a == b, "ne": a != b, "lt": a < b, "le": a <= b, "gt": a > b,
-                "ge": a >= b}[op]
+        return {"eq": a == b, "ne": a != b, "lt": a < b, "le": a <= b, "gt": a > b, "ge": a >= b}[
+            op
+        ]
 
     cmp.__name__ = op
     cmp.__doc__ = f"Elementwise ``{op}`` of the operands as represented in the format."
@@ -430,8 +597,13 @@ def _elementary_numpy(name: str, a: np.ndarray, call: _Call) -> np.ndarray:
     offset = call.offset
     if m.stochastic and call.ctx is not None:
         offset = call.ctx.take(a.size)
-    kw = {"overflow": call.overflow, "subnormals": call.subnormals, "seed": call.seed,
-          "rand_bits": call.rand_bits, "offset": offset}
+    kw = {
+        "overflow": call.overflow,
+        "subnormals": call.subnormals,
+        "seed": call.seed,
+        "rand_bits": call.rand_bits,
+        "offset": offset,
+    }
     if m.stochastic and call.seed is None:
         kw["seed"] = int(np.random.SeedSequence().entropy) & ((1 << 63) - 1)
     r_lo = np.asarray(_round(y_lo, call.fmt, m, **kw))
@@ -446,11 +618,20 @@ def _elementary_numpy(name: str, a: np.ndarray, call: _Call) -> np.ndarray:
         vals = np.empty(idx.size)
         for k, i in enumerate(idx):
             vals[k] = _exact_or_odd(name, float(flat_a[i]))
-        fixed = np.asarray(_round(vals, call.fmt, m, **{**kw, "offset": 0})) if not \
-            m.stochastic else np.array([
-                float(np.asarray(_round(np.array([v]), call.fmt, m,
-                                        **{**kw, "offset": offset + int(i)}))[0])
-                for v, i in zip(vals, idx, strict=True)])
+        fixed = (
+            np.asarray(_round(vals, call.fmt, m, **{**kw, "offset": 0}))
+            if not m.stochastic
+            else np.array(
+                [
+                    float(
+                        np.asarray(
+                            _round(np.array([v]), call.fmt, m, **{**kw, "offset": offset + int(i)})
+                        )[0]
+                    )
+                    for v, i in zip(vals, idx, strict=True)
+                ]
+            )
+        )
         res.reshape(-1)[idx] = fixed
     return res
 
@@ -497,15 +678,26 @@ def _exact_or_odd(name: str, a: float) -> float:
 
 
 def _unary_elem(name: str) -> Callable[..., Any]:
-    def fn(x: Any, fmt: Any = None, mode: Any = None, *, seed: int | None = None,
-           subnormals: bool | None = None, overflow: str | None = None,
-           rand_bits: int | None = None, inputs: str = "round", offset: int = 0) -> Any:
+    def fn(
+        x: Any,
+        fmt: Any = None,
+        mode: Any = None,
+        *,
+        seed: int | None = None,
+        subnormals: bool | None = None,
+        overflow: str | None = None,
+        rand_bits: int | None = None,
+        inputs: str = "round",
+        offset: int = 0,
+    ) -> Any:
         call = _kw(fmt, mode, seed, subnormals, overflow, rand_bits, inputs, offset)
         return _elementary(name, x, call)
 
     fn.__name__ = name
-    fn.__doc__ = (f"{name}(x) correctly rounded to the format in every mode (float64 with an "
-                  "error bracket, mpmath where the bracket straddles a rounding boundary).")
+    fn.__doc__ = (
+        f"{name}(x) correctly rounded to the format in every mode (float64 with an "
+        "error bracket, mpmath where the bracket straddles a rounding boundary)."
+    )
     return fn
 
 

@@ -57,8 +57,12 @@ def to_float64(x: Any) -> tuple[np.ndarray, Restore, str]:
         if x.dtype not in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
             raise TypeError(f"unsupported dtype {x.dtype}; accepted: {B.ACCEPTED_DTYPES}")
         tdt, dev = x.dtype, x.device
-        npdt = {torch.float64: np.dtype(np.float64), torch.float32: np.dtype(np.float32),
-                torch.float16: _F16, torch.bfloat16: _BF16}[tdt]
+        npdt = {
+            torch.float64: np.dtype(np.float64),
+            torch.float32: np.dtype(np.float32),
+            torch.float16: _F16,
+            torch.bfloat16: _BF16,
+        }[tdt]
         x64 = x.detach().to("cpu", torch.float64).numpy()
 
         def restore_torch(res: np.ndarray) -> Any:
@@ -98,8 +102,10 @@ def normalize_axis(axis: Any, ndim: int) -> int:
         raise TypeError(f"axis must be an int, got {axis!r}")
     nd = max(ndim, 1)
     if not -nd <= axis < nd:
-        raise ValueError(f"axis={axis} is out of range for an array of {ndim} dimension(s); "
-                         f"accepted: {-nd}..{nd - 1}")
+        raise ValueError(
+            f"axis={axis} is out of range for an array of {ndim} dimension(s); "
+            f"accepted: {-nd}..{nd - 1}"
+        )
     return int(axis) % nd
 
 

@@ -95,9 +95,20 @@ def _pow2(e: int) -> float:
 
 
 @njit(cache=True, inline="always")
-def _round_exact(xv: float, neg: bool, e: int, emin_b: int, man_bits: int, fixed: bool,
-                 c_gt: bool, c_eq: bool, c_eqodd: bool, c_pos: bool, c_neg: bool,
-                 c_even: bool) -> float:
+def _round_exact(
+    xv: float,
+    neg: bool,
+    e: int,
+    emin_b: int,
+    man_bits: int,
+    fixed: bool,
+    c_gt: bool,
+    c_eq: bool,
+    c_eqodd: bool,
+    c_pos: bool,
+    c_neg: bool,
+    c_even: bool,
+) -> float:
     """One element, exactly, from its float64 image (any block; used where the grid reaches
     below fp32's normal range). ``|xv|`` is below the block's saturation value."""
     ax = abs(xv)
@@ -116,15 +127,19 @@ def _round_exact(xv: float, neg: bool, e: int, emin_b: int, man_bits: int, fixed
     half = np.int64(1) << (s - np.int64(1))
     odd = (iq & np.int64(1)) != 0
     inexact = rem != 0
-    up = (rem > half and c_gt) or (rem == half and (c_eq or (c_eqodd and odd))) or \
-        (inexact and ((c_pos and not neg) or (c_neg and neg) or (c_even and not odd)))
+    up = (
+        (rem > half and c_gt)
+        or (rem == half and (c_eq or (c_eqodd and odd)))
+        or (inexact and ((c_pos and not neg) or (c_neg and neg) or (c_even and not odd)))
+    )
     mag = iq + np.int64(up)
     return np.float64(mag) * _pow2(int(qexp))
 
 
 @njit(cache=True, inline="always")
-def _shared_exp(ab: int, emax_elem: int, elem_max: float, ceil_rule: bool, scale_lo: int,
-                scale_hi: int) -> int:
+def _shared_exp(
+    ab: int, emax_elem: int, elem_max: float, ceil_rule: bool, scale_lo: int, scale_hi: int
+) -> int:
     """Shared exponent (OCP MX v1.0 §6.3) of a finite block whose largest magnitude pattern
     is ``ab``, from the exact float64 image of amax; clamped to the scale's range."""
     if ab == 0:
@@ -170,9 +185,22 @@ def _block_amax(xb: np.ndarray, start: np.uint64, cnt: int) -> int:
 
 
 @njit(cache=True, inline="always")
-def _block_fast(xb: np.ndarray, ob: np.ndarray, start: int, cnt: int, vmax_bits: int,
-                qa: int, qb: int, zero_sign: int, c_gt: int, c_eq: int, c_eqodd: int,
-                c_pos: int, c_neg: int, c_even: int) -> None:
+def _block_fast(
+    xb: np.ndarray,
+    ob: np.ndarray,
+    start: int,
+    cnt: int,
+    vmax_bits: int,
+    qa: int,
+    qb: int,
+    zero_sign: int,
+    c_gt: int,
+    c_eq: int,
+    c_eqodd: int,
+    c_pos: int,
+    c_neg: int,
+    c_even: int,
+) -> None:
     """Round one block on fp32 bit patterns, branch-free, in any deterministic mode (the
     ``c_*`` flags; :func:`mx_fp32_rne` only uses RNE).
 
@@ -200,8 +228,11 @@ def _block_fast(xb: np.ndarray, ob: np.ndarray, start: int, cnt: int, vmax_bits:
         neg = sign >> 31
         gt = np.int64(rem > half)
         eq = np.int64(rem == half)
-        up = (c_gt & gt) | (eq & (c_eq | (c_eqodd & odd))) | \
-            (inexact & ((c_pos & (neg ^ 1)) | (c_neg & neg) | (c_even & (odd ^ 1))))
+        up = (
+            (c_gt & gt)
+            | (eq & (c_eq | (c_eqodd & odd)))
+            | (inexact & ((c_pos & (neg ^ 1)) | (c_neg & neg) | (c_even & (odd ^ 1))))
+        )
         kept = ((efp - 1) << 23) + ((iq + up) << sc)
         qpat = (q << 23) if q >= 1 else (np.int64(1) << (q + 22))
         res = kept if s <= 23 else qpat * up
@@ -215,8 +246,17 @@ _SIGN32 = np.int32(-2147483648)
 
 
 @njit(cache=True, inline="always")
-def _block_rne(xf: np.ndarray, ob: np.ndarray, start: int, cnt: int, vmax_bits: np.int32,
-               d: np.int32, tiny: np.int32, c: np.float32, zero_sign: np.int32) -> None:
+def _block_rne(
+    xf: np.ndarray,
+    ob: np.ndarray,
+    start: int,
+    cnt: int,
+    vmax_bits: np.int32,
+    d: np.int32,
+    tiny: np.int32,
+    c: np.float32,
+    zero_sign: np.int32,
+) -> None:
     """Round one block to nearest even, branch-free on int32/float32 lanes.
 
     At or above the element grid's smallest normal (pattern ``tiny``) the grid keeps
@@ -254,12 +294,35 @@ def _bounds(k: int, whole: bool, n: int, nb: int, block: int) -> tuple[np.uint64
 
 
 @njit(cache=True)
-def _mx_block(xf: np.ndarray, xb: np.ndarray, out: np.ndarray, ob: np.ndarray,
-              scales: np.ndarray, k: int, start: np.uint64, cnt: int, ab: int,
-              emax_elem: int, elem_max: float, man_bits: int, emin_elem: int, fixed: bool,
-              ceil_rule: bool, scale_lo: int, scale_hi: int, scale_bias: int, scale_nan: int,
-              mode: int, c_gt: int, c_eq: int, c_eqodd: int, c_pos: int, c_neg: int,
-              c_even: int, zero_sign: int) -> None:
+def _mx_block(
+    xf: np.ndarray,
+    xb: np.ndarray,
+    out: np.ndarray,
+    ob: np.ndarray,
+    scales: np.ndarray,
+    k: int,
+    start: np.uint64,
+    cnt: int,
+    ab: int,
+    emax_elem: int,
+    elem_max: float,
+    man_bits: int,
+    emin_elem: int,
+    fixed: bool,
+    ceil_rule: bool,
+    scale_lo: int,
+    scale_hi: int,
+    scale_bias: int,
+    scale_nan: int,
+    mode: int,
+    c_gt: int,
+    c_eq: int,
+    c_eqodd: int,
+    c_pos: int,
+    c_neg: int,
+    c_even: int,
+    zero_sign: int,
+) -> None:
     """Scale and elements of one block whose largest magnitude pattern is ``ab``."""
     if ab >= 0x7F800000:  # NaN or inf in the block: the block is NaN
         scales[k] = scale_nan
@@ -278,9 +341,20 @@ def _mx_block(xf: np.ndarray, xb: np.ndarray, out: np.ndarray, ob: np.ndarray,
             if abs(xv) >= vmax:
                 res = vmax
             else:
-                res = _round_exact(xv, neg, e, emin_b, man_bits, fixed, c_gt != 0,
-                                   c_eq != 0, c_eqodd != 0, c_pos != 0, c_neg != 0,
-                                   c_even != 0)
+                res = _round_exact(
+                    xv,
+                    neg,
+                    e,
+                    emin_b,
+                    man_bits,
+                    fixed,
+                    c_gt != 0,
+                    c_eq != 0,
+                    c_eqodd != 0,
+                    c_pos != 0,
+                    c_neg != 0,
+                    c_even != 0,
+                )
             out[i] = np.float32(-res if neg else res)
         return
     vmax_bits = _vmax_bits(vmax)
@@ -306,19 +380,63 @@ def _mx_block(xf: np.ndarray, xb: np.ndarray, out: np.ndarray, ob: np.ndarray,
         else:
             _block_rne(xf, ob, start, cnt, _I32(vmax_bits), d32, tiny, c, zs)
     elif cnt == 32:
-        _block_fast(xb, ob, start, 32, vmax_bits, qa, qb, zero_sign, c_gt, c_eq,
-                    c_eqodd, c_pos, c_neg, c_even)
+        _block_fast(
+            xb,
+            ob,
+            start,
+            32,
+            vmax_bits,
+            qa,
+            qb,
+            zero_sign,
+            c_gt,
+            c_eq,
+            c_eqodd,
+            c_pos,
+            c_neg,
+            c_even,
+        )
     else:
-        _block_fast(xb, ob, start, cnt, vmax_bits, qa, qb, zero_sign, c_gt, c_eq,
-                    c_eqodd, c_pos, c_neg, c_even)
+        _block_fast(
+            xb,
+            ob,
+            start,
+            cnt,
+            vmax_bits,
+            qa,
+            qb,
+            zero_sign,
+            c_gt,
+            c_eq,
+            c_eqodd,
+            c_pos,
+            c_neg,
+            c_even,
+        )
 
 
 @njit(parallel=True, cache=True)
-def mx_fp32_rne(xf: np.ndarray, xb: np.ndarray, out: np.ndarray, ob: np.ndarray,
-                scales: np.ndarray, rows: int, n: int, block: int, emax_elem: int,
-                elem_max: float, man_bits: int, emin_elem: int, fixed: bool, ceil_rule: bool,
-                scale_lo: int, scale_hi: int, scale_bias: int, scale_nan: int,
-                max_bits: int) -> None:
+def mx_fp32_rne(
+    xf: np.ndarray,
+    xb: np.ndarray,
+    out: np.ndarray,
+    ob: np.ndarray,
+    scales: np.ndarray,
+    rows: int,
+    n: int,
+    block: int,
+    emax_elem: int,
+    elem_max: float,
+    man_bits: int,
+    emin_elem: int,
+    fixed: bool,
+    ceil_rule: bool,
+    scale_lo: int,
+    scale_hi: int,
+    scale_bias: int,
+    scale_nan: int,
+    max_bits: int,
+) -> None:
     """Quantize-dequantize ``xf`` (flat float32, ``rows`` rows of ``n``) into ``out``, RNE.
 
     ``xb`` / ``ob`` are the uint32 views of ``xf`` / ``out`` (taken by the caller: views made
@@ -349,11 +467,42 @@ def mx_fp32_rne(xf: np.ndarray, xb: np.ndarray, out: np.ndarray, ob: np.ndarray,
             e += 1
         e = min(max(e, scale_lo), scale_hi)
         lo_exp = e if fixed else emin_elem + e  # exponent of the grid's smallest normal
-        if ab >= 0x7F800000 or ef == 0 or lo_exp + emax_elem - emin_elem < -126 or \
-                (not fixed and lo_exp < -126) or lo_exp - man_bits + 23 > 127:
-            _mx_block(xf, xb, out, ob, scales, k, start, cnt, ab, emax_elem, elem_max,
-                      man_bits, emin_elem, fixed, ceil_rule, scale_lo, scale_hi, scale_bias,
-                      scale_nan, 0, 1, 0, 1, 0, 0, 0, zero_sign)
+        if (
+            ab >= 0x7F800000
+            or ef == 0
+            or lo_exp + emax_elem - emin_elem < -126
+            or (not fixed and lo_exp < -126)
+            or lo_exp - man_bits + 23 > 127
+        ):
+            _mx_block(
+                xf,
+                xb,
+                out,
+                ob,
+                scales,
+                k,
+                start,
+                cnt,
+                ab,
+                emax_elem,
+                elem_max,
+                man_bits,
+                emin_elem,
+                fixed,
+                ceil_rule,
+                scale_lo,
+                scale_hi,
+                scale_bias,
+                scale_nan,
+                0,
+                1,
+                0,
+                1,
+                0,
+                0,
+                0,
+                zero_sign,
+            )
             continue
         scales[k] = np.uint8(e + scale_bias)
         vmax_bits = _I32(max_bits + (e << 23))
@@ -391,12 +540,31 @@ def _pat32(k: int) -> np.uint32:
 
 
 @njit(cache=True, inline="always")
-def _elems_core32(xb: np.ndarray, ob: np.ndarray, start: np.uint64, cnt: int, variant: int,
-                  lo0: np.uint32, hk: np.uint32, k0: np.uint32, s_norm: np.uint32,
-                  tiny_bits: np.uint32, qt_a: np.uint32, pq: np.uint32, maxb: np.uint32,
-                  hm: np.uint32, om: np.uint32, c1: np.uint32, pm: np.uint32, nm: np.uint32,
-                  rom: np.uint32, thr_p: np.uint32, thr_n: np.uint32, nzm: np.uint32,
-                  himask: np.uint32) -> None:
+def _elems_core32(
+    xb: np.ndarray,
+    ob: np.ndarray,
+    start: np.uint64,
+    cnt: int,
+    variant: int,
+    lo0: np.uint32,
+    hk: np.uint32,
+    k0: np.uint32,
+    s_norm: np.uint32,
+    tiny_bits: np.uint32,
+    qt_a: np.uint32,
+    pq: np.uint32,
+    maxb: np.uint32,
+    hm: np.uint32,
+    om: np.uint32,
+    c1: np.uint32,
+    pm: np.uint32,
+    nm: np.uint32,
+    rom: np.uint32,
+    thr_p: np.uint32,
+    thr_n: np.uint32,
+    nzm: np.uint32,
+    himask: np.uint32,
+) -> None:
     """``ob[i] = core32(xb[i])`` for ``i`` in ``start .. start+cnt-1``.
 
     Element ``t`` draws ``mix32(mix32((lo0 + t) ^ k0) ^ hk)`` (``hk`` = high word of the
@@ -411,39 +579,193 @@ def _elems_core32(xb: np.ndarray, ob: np.ndarray, start: np.uint64, cnt: int, va
     for t in range(cnt):
         i = start + np.uint64(t)
         r = mix32(u32(mix32(u32(u32(lo0 + u32(t)) ^ k0)) ^ hk)) if stochastic else _U0
-        ob[i] = core32(xb[i], r, stochastic, s_norm, tiny_bits, qt_a, pq, maxb, maxb, maxb,
-                       maxb, hm, om, c1, pm, nm, rom, thr_p, thr_n, nzm, kind, himask, _B23,
-                       True)
+        ob[i] = core32(
+            xb[i],
+            r,
+            stochastic,
+            s_norm,
+            tiny_bits,
+            qt_a,
+            pq,
+            maxb,
+            maxb,
+            maxb,
+            maxb,
+            hm,
+            om,
+            c1,
+            pm,
+            nm,
+            rom,
+            thr_p,
+            thr_n,
+            nzm,
+            kind,
+            himask,
+            _B23,
+            True,
+        )
 
 
 @njit(cache=True, inline="always")
-def _elems_variant(xb: np.ndarray, ob: np.ndarray, start: np.uint64, cnt: int, variant: int,
-                   lo0: np.uint32, hk: np.uint32, k0: np.uint32, s_norm: np.uint32,
-                   tiny_bits: np.uint32, qt_a: np.uint32, pq: np.uint32, maxb: np.uint32,
-                   hm: np.uint32, om: np.uint32, c1: np.uint32, pm: np.uint32, nm: np.uint32,
-                   rom: np.uint32, thr_p: np.uint32, thr_n: np.uint32, nzm: np.uint32,
-                   himask: np.uint32) -> None:
+def _elems_variant(
+    xb: np.ndarray,
+    ob: np.ndarray,
+    start: np.uint64,
+    cnt: int,
+    variant: int,
+    lo0: np.uint32,
+    hk: np.uint32,
+    k0: np.uint32,
+    s_norm: np.uint32,
+    tiny_bits: np.uint32,
+    qt_a: np.uint32,
+    pq: np.uint32,
+    maxb: np.uint32,
+    hm: np.uint32,
+    om: np.uint32,
+    c1: np.uint32,
+    pm: np.uint32,
+    nm: np.uint32,
+    rom: np.uint32,
+    thr_p: np.uint32,
+    thr_n: np.uint32,
+    nzm: np.uint32,
+    himask: np.uint32,
+) -> None:
     """:func:`_elems_core32` with a run-time ``variant``: one constant copy per variant."""
     if variant == 0:
-        _elems_core32(xb, ob, start, cnt, 0, lo0, hk, k0, s_norm, tiny_bits, qt_a, pq, maxb,
-                      hm, om, c1, pm, nm, rom, thr_p, thr_n, nzm, himask)
+        _elems_core32(
+            xb,
+            ob,
+            start,
+            cnt,
+            0,
+            lo0,
+            hk,
+            k0,
+            s_norm,
+            tiny_bits,
+            qt_a,
+            pq,
+            maxb,
+            hm,
+            om,
+            c1,
+            pm,
+            nm,
+            rom,
+            thr_p,
+            thr_n,
+            nzm,
+            himask,
+        )
     elif variant == 1:
-        _elems_core32(xb, ob, start, cnt, 1, lo0, hk, k0, s_norm, tiny_bits, qt_a, pq, maxb,
-                      hm, om, c1, pm, nm, rom, thr_p, thr_n, nzm, himask)
+        _elems_core32(
+            xb,
+            ob,
+            start,
+            cnt,
+            1,
+            lo0,
+            hk,
+            k0,
+            s_norm,
+            tiny_bits,
+            qt_a,
+            pq,
+            maxb,
+            hm,
+            om,
+            c1,
+            pm,
+            nm,
+            rom,
+            thr_p,
+            thr_n,
+            nzm,
+            himask,
+        )
     elif variant == 2:
-        _elems_core32(xb, ob, start, cnt, 2, lo0, hk, k0, s_norm, tiny_bits, qt_a, pq, maxb,
-                      hm, om, c1, pm, nm, rom, thr_p, thr_n, nzm, himask)
+        _elems_core32(
+            xb,
+            ob,
+            start,
+            cnt,
+            2,
+            lo0,
+            hk,
+            k0,
+            s_norm,
+            tiny_bits,
+            qt_a,
+            pq,
+            maxb,
+            hm,
+            om,
+            c1,
+            pm,
+            nm,
+            rom,
+            thr_p,
+            thr_n,
+            nzm,
+            himask,
+        )
     else:
-        _elems_core32(xb, ob, start, cnt, 3, lo0, hk, k0, s_norm, tiny_bits, qt_a, pq, maxb,
-                      hm, om, c1, pm, nm, rom, thr_p, thr_n, nzm, himask)
+        _elems_core32(
+            xb,
+            ob,
+            start,
+            cnt,
+            3,
+            lo0,
+            hk,
+            k0,
+            s_norm,
+            tiny_bits,
+            qt_a,
+            pq,
+            maxb,
+            hm,
+            om,
+            c1,
+            pm,
+            nm,
+            rom,
+            thr_p,
+            thr_n,
+            nzm,
+            himask,
+        )
 
 
 @njit(cache=True)
-def _elems_any(xb: np.ndarray, ob: np.ndarray, start: np.uint64, cnt: int, variant: int,
-               k0: np.uint32, k1: np.uint32, s_norm: np.uint32, tiny_bits: np.uint32,
-               qt_a: np.uint32, pq: np.uint32, maxb: np.uint32, hm: np.uint32, om: np.uint32,
-               c1: np.uint32, pm: np.uint32, nm: np.uint32, rom: np.uint32, thr_p: np.uint32,
-               thr_n: np.uint32, nzm: np.uint32, himask: np.uint32, off: np.uint64) -> None:
+def _elems_any(
+    xb: np.ndarray,
+    ob: np.ndarray,
+    start: np.uint64,
+    cnt: int,
+    variant: int,
+    k0: np.uint32,
+    k1: np.uint32,
+    s_norm: np.uint32,
+    tiny_bits: np.uint32,
+    qt_a: np.uint32,
+    pq: np.uint32,
+    maxb: np.uint32,
+    hm: np.uint32,
+    om: np.uint32,
+    c1: np.uint32,
+    pm: np.uint32,
+    nm: np.uint32,
+    rom: np.uint32,
+    thr_p: np.uint32,
+    thr_n: np.uint32,
+    nzm: np.uint32,
+    himask: np.uint32,
+    off: np.uint64,
+) -> None:
     """:func:`_elems_core32` for any count (draw index ``off + start + t``), split where the
     index's low word wraps."""
     prefer_wide_vectors()
@@ -451,17 +773,63 @@ def _elems_any(xb: np.ndarray, ob: np.ndarray, start: np.uint64, cnt: int, varia
     lo0 = u32(d0 & _LO32)
     hi0 = u32(d0 >> _S32)
     first = min(cnt, np.int64(1 << 32) - np.int64(lo0))  # elements before the wrap
-    _elems_variant(xb, ob, start, first, variant, lo0, u32(hi0 ^ k1), k0, s_norm, tiny_bits,
-                   qt_a, pq, maxb, hm, om, c1, pm, nm, rom, thr_p, thr_n, nzm, himask)
+    _elems_variant(
+        xb,
+        ob,
+        start,
+        first,
+        variant,
+        lo0,
+        u32(hi0 ^ k1),
+        k0,
+        s_norm,
+        tiny_bits,
+        qt_a,
+        pq,
+        maxb,
+        hm,
+        om,
+        c1,
+        pm,
+        nm,
+        rom,
+        thr_p,
+        thr_n,
+        nzm,
+        himask,
+    )
     if first < cnt:
-        _elems_variant(xb, ob, start + np.uint64(first), cnt - first, variant, _U0,
-                       u32(u32(hi0 + _U1) ^ k1), k0, s_norm, tiny_bits, qt_a, pq, maxb, hm,
-                       om, c1, pm, nm, rom, thr_p, thr_n, nzm, himask)
+        _elems_variant(
+            xb,
+            ob,
+            start + np.uint64(first),
+            cnt - first,
+            variant,
+            _U0,
+            u32(u32(hi0 + _U1) ^ k1),
+            k0,
+            s_norm,
+            tiny_bits,
+            qt_a,
+            pq,
+            maxb,
+            hm,
+            om,
+            c1,
+            pm,
+            nm,
+            rom,
+            thr_p,
+            thr_n,
+            nzm,
+            himask,
+        )
 
 
 @njit(cache=True)
-def _nan_block(ob: np.ndarray, scales: np.ndarray, k: int, start: np.uint64, cnt: int,
-               scale_nan: int) -> None:
+def _nan_block(
+    ob: np.ndarray, scales: np.ndarray, k: int, start: np.uint64, cnt: int, scale_nan: int
+) -> None:
     """A block holding NaN or ±inf: NaN scale, all-NaN elements."""
     scales[k] = scale_nan
     for t in range(cnt):
@@ -469,18 +837,41 @@ def _nan_block(ob: np.ndarray, scales: np.ndarray, k: int, start: np.uint64, cnt
 
 
 @njit(cache=True)
-def _block_exact64(xf: np.ndarray, out: np.ndarray, start: np.uint64, cnt: int, e: int,
-                   vmax: float, emin_elem: int, man_bits: int, mode_id: int, rb: int,
-                   k0: np.uint32, k1: np.uint32, off: np.uint64) -> None:
+def _block_exact64(
+    xf: np.ndarray,
+    out: np.ndarray,
+    start: np.uint64,
+    cnt: int,
+    e: int,
+    vmax: float,
+    emin_elem: int,
+    man_bits: int,
+    mode_id: int,
+    rb: int,
+    k0: np.uint32,
+    k1: np.uint32,
+    off: np.uint64,
+) -> None:
     """One block whose float grid reaches below fp32's normals, exactly: each element
     widened to float64 and rounded by the 64-bit core onto the element format scaled by
     2^e (every mode; saturating), then stored as float32 (the reference's cast)."""
     emin_b = emin_elem + e
     q_t = emin_b - man_bits
     maxb = _f64_bits(vmax)
-    p = (np.int64(mode_id), np.int64(52 - man_bits), _f64_bits(_pow2(emin_b)),
-         np.int64(q_t + 1075), _f64_bits(_pow2(q_t)), maxb, maxb, np.int64(0), np.int64(0),
-         np.int64(1), np.int64(rb), np.int64((1 << rb) - 1))
+    p = (
+        np.int64(mode_id),
+        np.int64(52 - man_bits),
+        _f64_bits(_pow2(emin_b)),
+        np.int64(q_t + 1075),
+        _f64_bits(_pow2(q_t)),
+        maxb,
+        maxb,
+        np.int64(0),
+        np.int64(0),
+        np.int64(1),
+        np.int64(rb),
+        np.int64((1 << rb) - 1),
+    )
     for t in range(cnt):
         i = start + np.uint64(t)
         a = np.uint64(_f64_bits(np.float64(xf[i])))
@@ -489,12 +880,36 @@ def _block_exact64(xf: np.ndarray, out: np.ndarray, start: np.uint64, cnt: int, 
 
 
 @njit(cache=True)
-def _mx_chunk(xf: np.ndarray, xb: np.ndarray, out: np.ndarray, ob: np.ndarray,
-              scales: np.ndarray, k_lo: int, k_hi: int, n: int, nb: int, block: int,
-              whole: bool, emax_elem: int, elem_max: float, man_bits: int, emin_elem: int,
-              fixed: bool, ceil_rule: bool, scale_lo: int, scale_hi: int, scale_bias: int,
-              scale_nan: int, max_bits: int, mc: np.ndarray, mode_id: int, rb: int,
-              k0: np.uint32, k1: np.uint32, off: np.uint64) -> None:
+def _mx_chunk(
+    xf: np.ndarray,
+    xb: np.ndarray,
+    out: np.ndarray,
+    ob: np.ndarray,
+    scales: np.ndarray,
+    k_lo: int,
+    k_hi: int,
+    n: int,
+    nb: int,
+    block: int,
+    whole: bool,
+    emax_elem: int,
+    elem_max: float,
+    man_bits: int,
+    emin_elem: int,
+    fixed: bool,
+    ceil_rule: bool,
+    scale_lo: int,
+    scale_hi: int,
+    scale_bias: int,
+    scale_nan: int,
+    max_bits: int,
+    mc: np.ndarray,
+    mode_id: int,
+    rb: int,
+    k0: np.uint32,
+    k1: np.uint32,
+    off: np.uint64,
+) -> None:
     """Blocks ``k_lo .. k_hi-1`` (one parallel work item of :func:`mx_fp32_modes`).
 
     Per block: amax, the shared exponent, then the element grid scaled by 2^e as a float
@@ -528,8 +943,15 @@ def _mx_chunk(xf: np.ndarray, xb: np.ndarray, out: np.ndarray, ob: np.ndarray,
             e += 1
         e = min(max(e, scale_lo), scale_hi)
         q_t = (e if fixed else emin_elem + e) - man_bits
-        if ef == 0 or ab >= 0x7F800000 or q_t - 1 < -126 or q_t > 127 or \
-                e + top > 127 or e + top < -126 or (not fixed and emin_elem + e < -126):
+        if (
+            ef == 0
+            or ab >= 0x7F800000
+            or q_t - 1 < -126
+            or q_t > 127
+            or e + top > 127
+            or e + top < -126
+            or (not fixed and emin_elem + e < -126)
+        ):
             if ab >= 0x7F800000:  # NaN or inf in the block: the block is NaN
                 _nan_block(ob, scales, k, start, cnt, scale_nan)
                 continue
@@ -537,8 +959,9 @@ def _mx_chunk(xf: np.ndarray, xb: np.ndarray, out: np.ndarray, ob: np.ndarray,
             scales[k] = np.uint8(e + scale_bias)
             vmax = elem_max * _pow2(e)
             if not fixed and emin_elem + e < -126:
-                _block_exact64(xf, out, start, cnt, e, vmax, emin_elem, man_bits, mode_id, rb,
-                               k0, k1, off)
+                _block_exact64(
+                    xf, out, start, cnt, e, vmax, emin_elem, man_bits, mode_id, rb, k0, k1, off
+                )
                 continue
             q_t = (e if fixed else emin_elem + e) - man_bits
             pq = _pat32(q_t)
@@ -556,24 +979,90 @@ def _mx_chunk(xf: np.ndarray, xb: np.ndarray, out: np.ndarray, ob: np.ndarray,
         d0 = np.uint64(start + off)  # the draw index of the block's first element
         lo0 = u32(d0 & _LO32)
         if cnt == 32 and lo0 <= np.uint32(0xFFFFFFE0):  # the common case: 32, no wrap
-            _elems_variant(xb, ob, start, 32, variant, lo0, u32(u32(d0 >> _S32) ^ k1), k0,
-                           s_norm, tiny_bits, qt_a, pq, maxb, hm, om, c1, pm, nm, rom, thr_p,
-                           thr_n, nzm, himask)
+            _elems_variant(
+                xb,
+                ob,
+                start,
+                32,
+                variant,
+                lo0,
+                u32(u32(d0 >> _S32) ^ k1),
+                k0,
+                s_norm,
+                tiny_bits,
+                qt_a,
+                pq,
+                maxb,
+                hm,
+                om,
+                c1,
+                pm,
+                nm,
+                rom,
+                thr_p,
+                thr_n,
+                nzm,
+                himask,
+            )
         else:
-            _elems_any(xb, ob, start, cnt, variant, k0, k1, s_norm, tiny_bits, qt_a, pq, maxb,
-                       hm, om, c1, pm, nm, rom, thr_p, thr_n, nzm, himask, off)
+            _elems_any(
+                xb,
+                ob,
+                start,
+                cnt,
+                variant,
+                k0,
+                k1,
+                s_norm,
+                tiny_bits,
+                qt_a,
+                pq,
+                maxb,
+                hm,
+                om,
+                c1,
+                pm,
+                nm,
+                rom,
+                thr_p,
+                thr_n,
+                nzm,
+                himask,
+                off,
+            )
 
 
 _CHUNK_BLOCKS = 1024  # blocks per parallel work item
 
 
 @njit(parallel=True, cache=True)
-def mx_fp32_modes(xf: np.ndarray, xb: np.ndarray, out: np.ndarray, ob: np.ndarray,
-                  scales: np.ndarray, rows: int, n: int, block: int, emax_elem: int,
-                  elem_max: float, man_bits: int, emin_elem: int, fixed: bool,
-                  ceil_rule: bool, scale_lo: int, scale_hi: int, scale_bias: int,
-                  scale_nan: int, max_bits: int, mc: np.ndarray, mode_id: int, rb: int,
-                  k0: np.uint32, k1: np.uint32, off: np.uint64) -> None:
+def mx_fp32_modes(
+    xf: np.ndarray,
+    xb: np.ndarray,
+    out: np.ndarray,
+    ob: np.ndarray,
+    scales: np.ndarray,
+    rows: int,
+    n: int,
+    block: int,
+    emax_elem: int,
+    elem_max: float,
+    man_bits: int,
+    emin_elem: int,
+    fixed: bool,
+    ceil_rule: bool,
+    scale_lo: int,
+    scale_hi: int,
+    scale_bias: int,
+    scale_nan: int,
+    max_bits: int,
+    mc: np.ndarray,
+    mode_id: int,
+    rb: int,
+    k0: np.uint32,
+    k1: np.uint32,
+    off: np.uint64,
+) -> None:
     """:func:`mx_fp32_rne` for every mode, stochastic ones included, on 32-bit lanes.
 
     The elements go through :func:`lowbit.kernels.float_numba.core32`, the fp32 element core
@@ -590,9 +1079,36 @@ def mx_fp32_modes(xf: np.ndarray, xb: np.ndarray, out: np.ndarray, ob: np.ndarra
     for c in prange(nch):
         k_lo = c * _CHUNK_BLOCKS
         k_hi = min(total, k_lo + _CHUNK_BLOCKS)
-        _mx_chunk(xf, xb, out, ob, scales, k_lo, k_hi, n, nb, block, whole, emax_elem,
-                  elem_max, man_bits, emin_elem, fixed, ceil_rule, scale_lo, scale_hi,
-                  scale_bias, scale_nan, max_bits, mc, mode_id, rb, k0, k1, off)
+        _mx_chunk(
+            xf,
+            xb,
+            out,
+            ob,
+            scales,
+            k_lo,
+            k_hi,
+            n,
+            nb,
+            block,
+            whole,
+            emax_elem,
+            elem_max,
+            man_bits,
+            emin_elem,
+            fixed,
+            ceil_rule,
+            scale_lo,
+            scale_hi,
+            scale_bias,
+            scale_nan,
+            max_bits,
+            mc,
+            mode_id,
+            rb,
+            k0,
+            k1,
+            off,
+        )
 
 
 def mode_consts(mode: RoundMode, rand_bits: int) -> np.ndarray:
@@ -631,10 +1147,23 @@ def kernel_args(elem: FloatFormat | FixedFormat) -> tuple[int, int, bool]:
     return elem.man_bits, elem.emin, False
 
 
-def run(x: np.ndarray, out: np.ndarray, scales: np.ndarray, block: int, emax_elem: int,
-        elem: FloatFormat | FixedFormat, ceil_rule: bool, scale_lo: int, scale_hi: int,
-        scale_bias: int, scale_nan: int, mode: RoundMode, seed: int = 0,
-        rand_bits: int = 32, offset: int = 0) -> None:
+def run(
+    x: np.ndarray,
+    out: np.ndarray,
+    scales: np.ndarray,
+    block: int,
+    emax_elem: int,
+    elem: FloatFormat | FixedFormat,
+    ceil_rule: bool,
+    scale_lo: int,
+    scale_hi: int,
+    scale_bias: int,
+    scale_nan: int,
+    mode: RoundMode,
+    seed: int = 0,
+    rand_bits: int = 32,
+    offset: int = 0,
+) -> None:
     """Call the kernel on C-contiguous float32 ``x`` (last axis blocked) into ``out``.
 
     ``seed``, ``rand_bits`` and ``offset`` are used by the stochastic modes: element ``i`` of
@@ -650,13 +1179,53 @@ def run(x: np.ndarray, out: np.ndarray, scales: np.ndarray, block: int, emax_ele
     man, emin, fixed = kernel_args(elem)
     if mode is RoundMode.RNE:
         max_bits = _max_bits(elem)
-        mx_fp32_rne(xf, xb, of, of.view(np.uint32), scales.reshape(-1), rows, n, block,
-                    emax_elem, float(elem.max), man, emin, fixed, ceil_rule, scale_lo,
-                    scale_hi, scale_bias, scale_nan, max_bits)
+        mx_fp32_rne(
+            xf,
+            xb,
+            of,
+            of.view(np.uint32),
+            scales.reshape(-1),
+            rows,
+            n,
+            block,
+            emax_elem,
+            float(elem.max),
+            man,
+            emin,
+            fixed,
+            ceil_rule,
+            scale_lo,
+            scale_hi,
+            scale_bias,
+            scale_nan,
+            max_bits,
+        )
         return
     k0, k1 = seed_keys(seed) if mode.stochastic else (0, 0)
-    mx_fp32_modes(xf, xb, of, of.view(np.uint32), scales.reshape(-1), rows, n, block,
-                  emax_elem, float(elem.max), man, emin, fixed, ceil_rule, scale_lo, scale_hi,
-                  scale_bias, scale_nan, _max_bits(elem), mode_consts(mode, rand_bits),
-                  MODE_IDS[mode], rand_bits, np.uint32(k0), np.uint32(k1), np.uint64(offset))
-
+    mx_fp32_modes(
+        xf,
+        xb,
+        of,
+        of.view(np.uint32),
+        scales.reshape(-1),
+        rows,
+        n,
+        block,
+        emax_elem,
+        float(elem.max),
+        man,
+        emin,
+        fixed,
+        ceil_rule,
+        scale_lo,
+        scale_hi,
+        scale_bias,
+        scale_nan,
+        _max_bits(elem),
+        mode_consts(mode, rand_bits),
+        MODE_IDS[mode],
+        rand_bits,
+        np.uint32(k0),
+        np.uint32(k1),
+        np.uint64(offset),
+    )

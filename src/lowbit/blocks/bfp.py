@@ -75,8 +75,9 @@ class BFPTensor:
         return (self.mantissas.size * (self.man_bits + 1) + self.exponents.size * self.exp_bits) / 8
 
 
-def _check(man_bits: Any, exp_bits: Any, exp_offset: Any, block: Any, mode: Any,
-           rand_bits: Any) -> tuple[int, int, int, int, RoundMode]:
+def _check(
+    man_bits: Any, exp_bits: Any, exp_offset: Any, block: Any, mode: Any, rand_bits: Any
+) -> tuple[int, int, int, int, RoundMode]:
     for name, v in (("man_bits", man_bits), ("exp_bits", exp_bits), ("exp_offset", exp_offset)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
             raise TypeError(f"{name} must be an int, got {v!r}")
@@ -89,9 +90,17 @@ def _check(man_bits: Any, exp_bits: Any, exp_offset: Any, block: Any, mode: Any,
     return int(man_bits), int(exp_bits), int(exp_offset), blk, pol.mode
 
 
-def _bfp_core(x64: np.ndarray, man_bits: int, exp_bits: int, exp_offset: int, block: int,
-              axis: int, mode: RoundMode, seed: int | None, rand_bits: int | None
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _bfp_core(
+    x64: np.ndarray,
+    man_bits: int,
+    exp_bits: int,
+    exp_offset: int,
+    block: int,
+    axis: int,
+    mode: RoundMode,
+    seed: int | None,
+    rand_bits: int | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(integer mantissas as float64, per-element step exponent, E per block, NaN blocks)."""
     bias = (1 << (exp_bits - 1)) - 1
     xm = np.moveaxis(x64, axis, -1)
@@ -105,8 +114,9 @@ def _bfp_core(x64: np.ndarray, man_bits: int, exp_bits: int, exp_offset: int, bl
     q = scale_down_exact(np.where(bad_full, 0.0, x64), step)
     kmax = float((1 << man_bits) - 1)
     q = np.clip(q, -kmax, kmax)  # saturate first: equal to rounding then saturating
-    k = lb_round(np.ascontiguousarray(q), IntFormat(man_bits + 1), mode, seed=seed,
-                 rand_bits=rand_bits)
+    k = lb_round(
+        np.ascontiguousarray(q), IntFormat(man_bits + 1), mode, seed=seed, rand_bits=rand_bits
+    )
     return np.asarray(k, dtype=np.float64), step, e, bad
 
 
@@ -185,8 +195,9 @@ def bfp_encode(
     n = x64.shape[ax]
     bad_full = np.moveaxis(expand_blocks(bad, blk, n), -1, ax)
     mant = np.where(bad_full, 0.0, k).astype(np.int64)
-    return BFPTensor(mant, np.ascontiguousarray(np.moveaxis(codes, -1, ax)), mb, eb, ax, blk,
-                     tuple(x64.shape))
+    return BFPTensor(
+        mant, np.ascontiguousarray(np.moveaxis(codes, -1, ax)), mb, eb, ax, blk, tuple(x64.shape)
+    )
 
 
 def bfp_decode(t: BFPTensor) -> np.ndarray:

@@ -50,8 +50,7 @@ from lowbit.rounding.modes import RoundMode
 _GRANULARITIES = ("tensor", "channel", "group")
 
 
-def int_range(bits: int, *, unsigned: bool = False, narrow_range: bool = False
-              ) -> tuple[int, int]:
+def int_range(bits: int, *, unsigned: bool = False, narrow_range: bool = False) -> tuple[int, int]:
     """``(qmin, qmax)`` of a ``bits``-wide integer code (see the module docstring)."""
     if unsigned:
         return (1 if narrow_range else 0), (1 << bits) - 1
@@ -62,37 +61,53 @@ def int_range(bits: int, *, unsigned: bool = False, narrow_range: bool = False
 class _Spec:
     """Validated options of one call and the layout of its parameters."""
 
-    def __init__(self, shape: tuple[int, ...], bits: Any, symmetric: Any, granularity: Any,
-                 axis: Any, group_size: Any, mode: Any, narrow_range: Any, unsigned: Any,
-                 rand_bits: Any) -> None:
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        bits: Any,
+        symmetric: Any,
+        granularity: Any,
+        axis: Any,
+        group_size: Any,
+        mode: Any,
+        narrow_range: Any,
+        unsigned: Any,
+        rand_bits: Any,
+    ) -> None:
         if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)):
             raise TypeError(f"bits must be an int, got {bits!r}")
-        for name, v in (("symmetric", symmetric), ("narrow_range", narrow_range),
-                        ("unsigned", unsigned)):
+        for name, v in (
+            ("symmetric", symmetric),
+            ("narrow_range", narrow_range),
+            ("unsigned", unsigned),
+        ):
             if not isinstance(v, (bool, np.bool_)):
                 raise TypeError(f"{name} must be a bool, got {v!r}")
         lo_bits = 2 if (symmetric or not unsigned) else 1
         if not lo_bits <= bits <= 32:
-            raise ValueError(f"bits={bits} is out of range; accepted: {lo_bits}..32 for "
-                             f"{'unsigned' if unsigned else 'signed'}"
-                             f"{' symmetric' if symmetric else ''} codes")
+            raise ValueError(
+                f"bits={bits} is out of range; accepted: {lo_bits}..32 for "
+                f"{'unsigned' if unsigned else 'signed'}"
+                f"{' symmetric' if symmetric else ''} codes"
+            )
         if granularity not in _GRANULARITIES:
-            raise ValueError(f"granularity={granularity!r}; accepted: "
-                             f"{', '.join(map(repr, _GRANULARITIES))}")
+            raise ValueError(
+                f"granularity={granularity!r}; accepted: {', '.join(map(repr, _GRANULARITIES))}"
+            )
         self.bits = int(bits)
         self.symmetric = bool(symmetric)
         self.unsigned = bool(unsigned)
         self.granularity = granularity
-        self.qmin, self.qmax = int_range(self.bits, unsigned=self.unsigned,
-                                         narrow_range=bool(narrow_range))
+        self.qmin, self.qmax = int_range(
+            self.bits, unsigned=self.unsigned, narrow_range=bool(narrow_range)
+        )
         if self.qmin >= self.qmax:
             raise ValueError(f"bits={bits} with narrow_range leaves a single code")
         self.pol = resolve_policy(IntFormat(self.bits + 2), mode, "saturate", True, rand_bits)
         self.shape = shape
         nd = len(shape)
         self.axis = normalize_axis(axis, nd) if granularity != "tensor" else 0
-        self.group_size = check_block(group_size, "group_size") if granularity == "group" \
-            else 0
+        self.group_size = check_block(group_size, "group_size") if granularity == "group" else 0
 
     # ---- layout of per-group statistics --------------------------------------------------
     def param_shape(self, x: np.ndarray) -> tuple[int, ...]:
@@ -102,7 +117,7 @@ class _Spec:
             return (x.shape[self.axis],)
         n = x.shape[self.axis]
         ng = -(-n // self.group_size)
-        return (*x.shape[: self.axis], ng, *x.shape[self.axis + 1:])
+        return (*x.shape[: self.axis], ng, *x.shape[self.axis + 1 :])
 
     def groups(self, x: np.ndarray) -> np.ndarray:
         """``x`` arranged ``(*param_shape, members)`` (groups padded with NaN: ignored)."""
@@ -157,12 +172,15 @@ def _fit(v: np.ndarray, pshape: tuple[int, ...], name: str, granularity: str) ->
     try:
         return np.broadcast_to(v, pshape).copy()
     except ValueError:
-        raise ValueError(f"{name} of shape {v.shape} does not fit the parameter shape "
-                         f"{pshape} of granularity={granularity!r}") from None
+        raise ValueError(
+            f"{name} of shape {v.shape} does not fit the parameter shape "
+            f"{pshape} of granularity={granularity!r}"
+        ) from None
 
 
-def _params(spec: _Spec, x: np.ndarray, scale: Any, zero_point: Any
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _params(
+    spec: _Spec, x: np.ndarray, scale: Any, zero_point: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(num, den, zero_point) per group: ``scale = num / den``."""
     pshape = spec.param_shape(x)
     half = 1 << (spec.bits - 1)
@@ -197,28 +215,53 @@ def _params(spec: _Spec, x: np.ndarray, scale: Any, zero_point: Any
     return num, den, zp
 
 
-def _codes(spec: _Spec, x: np.ndarray, num: np.ndarray, den: np.ndarray, zp: np.ndarray,
-           seed: int | None) -> np.ndarray:
+def _codes(
+    spec: _Spec, x: np.ndarray, num: np.ndarray, den: np.ndarray, zp: np.ndarray, seed: int | None
+) -> np.ndarray:
     """float64 codes (NaN where x is NaN)."""
     numf, denf = spec.expand(num, x), spec.expand(den, x)
     zpf = spec.expand(zp, x).astype(np.float64)
     t = _ratio(x, numf, denf)
     t = np.where(np.abs(x) == numf, np.copysign(denf, x), t)  # exact: ±amax -> ±qmax
     t = np.clip(t, spec.qmin - zpf - 1.0, spec.qmax - zpf + 1.0)  # keeps the clamp below
-    r = lb_round(np.ascontiguousarray(t), IntFormat(spec.bits + 2), spec.pol.mode,
-                 seed=seed, rand_bits=spec.pol.rand_bits)
+    r = lb_round(
+        np.ascontiguousarray(t),
+        IntFormat(spec.bits + 2),
+        spec.pol.mode,
+        seed=seed,
+        rand_bits=spec.pol.rand_bits,
+    )
     return np.clip(np.asarray(r) + zpf, spec.qmin, spec.qmax)
 
 
-def _prepare(x: Any, bits: Any, symmetric: Any, granularity: Any, axis: Any, group_size: Any,
-             mode: Any, narrow_range: Any, unsigned: Any, rand_bits: Any
-             ) -> tuple[np.ndarray, tuple[int, ...], Any, _Spec]:
+def _prepare(
+    x: Any,
+    bits: Any,
+    symmetric: Any,
+    granularity: Any,
+    axis: Any,
+    group_size: Any,
+    mode: Any,
+    narrow_range: Any,
+    unsigned: Any,
+    rand_bits: Any,
+) -> tuple[np.ndarray, tuple[int, ...], Any, _Spec]:
     """(float64 data, at least 1-d; the original shape; restore; validated options)."""
     x64, restore, _ = to_float64(x)
     shape = x64.shape
     xx = x64.reshape(shape or (1,))
-    spec = _Spec(xx.shape, bits, symmetric, granularity, axis, group_size, mode,
-                 narrow_range, unsigned, rand_bits)
+    spec = _Spec(
+        xx.shape,
+        bits,
+        symmetric,
+        granularity,
+        axis,
+        group_size,
+        mode,
+        narrow_range,
+        unsigned,
+        rand_bits,
+    )
     return xx, shape, restore, spec
 
 
@@ -240,8 +283,9 @@ def int_params(
         ``(x.shape[axis],)`` (channel) or ``x.shape`` with ``shape[axis]`` replaced by the
         number of groups (group).
     """
-    xx, _, _, spec = _prepare(x, bits, symmetric, granularity, axis, group_size, "rne",
-                              narrow_range, unsigned, None)
+    xx, _, _, spec = _prepare(
+        x, bits, symmetric, granularity, axis, group_size, "rne", narrow_range, unsigned, None
+    )
     num, den, zp = _params(spec, xx, None, None)
     return np.asarray(num / den), np.asarray(zp)
 
@@ -271,8 +315,9 @@ def quantize_int_codes(
     Raises:
         ValueError: as :func:`quantize_int`; also when ``x`` holds NaN (no integer code).
     """
-    xx, shape, _, spec = _prepare(x, bits, symmetric, granularity, axis, group_size, mode,
-                                  narrow_range, unsigned, rand_bits)
+    xx, shape, _, spec = _prepare(
+        x, bits, symmetric, granularity, axis, group_size, mode, narrow_range, unsigned, rand_bits
+    )
     if np.isnan(xx).any():
         raise ValueError("x holds NaN, which has no integer code")
     num, den, zp = _params(spec, xx, scale, zero_point)
@@ -337,8 +382,9 @@ def quantize_int(
         ValueError: bad bits, granularity, scale or zero point (message names accepted values).
         TypeError: wrong argument types or unsupported input.
     """
-    xx, shape, restore, spec = _prepare(x, bits, symmetric, granularity, axis, group_size,
-                                        mode, narrow_range, unsigned, rand_bits)
+    xx, shape, restore, spec = _prepare(
+        x, bits, symmetric, granularity, axis, group_size, mode, narrow_range, unsigned, rand_bits
+    )
     num, den, zp = _params(spec, xx, scale, zero_point)
     codes = _codes(spec, xx, num, den, zp, seed)
     numf, denf = spec.expand(num, xx), spec.expand(den, xx)

@@ -102,24 +102,30 @@ def _scale_nan_code(sf: FloatFormat) -> int:
 def _resolve_format(fmt: Any) -> BlockFormat:
     f = get_format(fmt)
     if not isinstance(f, BlockFormat):
-        raise ValueError(f"{f} is an element format, not an MX block format; accepted: "
-                         f"{', '.join(block_presets())} or a BlockFormat")
+        raise ValueError(
+            f"{f} is an element format, not an MX block format; accepted: "
+            f"{', '.join(block_presets())} or a BlockFormat"
+        )
     if not isinstance(f.elem, (FloatFormat, FixedFormat)):
         raise ValueError(f"MX element format must be a float or fixed-point format, got {f.elem}")
     sf = f.scale_fmt
     if sf.man_bits != 0 or sf.signed or sf.has_zero:
-        raise ValueError(f"scale format {sf} is not an E8M0-style power-of-two format "
-                         "(unsigned, no mantissa, no zero)")
+        raise ValueError(
+            f"scale format {sf} is not an E8M0-style power-of-two format "
+            "(unsigned, no mantissa, no zero)"
+        )
     return f
 
 
-def _check_options(f: BlockFormat, block: Any, scale_rule: Any, overflow: Any, mode: Any,
-                   rand_bits: Any, impl: Any) -> tuple[int, str, str, RoundMode]:
+def _check_options(
+    f: BlockFormat, block: Any, scale_rule: Any, overflow: Any, mode: Any, rand_bits: Any, impl: Any
+) -> tuple[int, str, str, RoundMode]:
     blk = f.block if block is None else check_block(block)
     rule = f.scale_rule if scale_rule is None else scale_rule
     if rule not in _SCALE_RULES:
-        raise ValueError(f"scale_rule={scale_rule!r}; accepted: 'floor' (OCP MX v1.0 §6.3), "
-                         "'ceil' (no clipping)")
+        raise ValueError(
+            f"scale_rule={scale_rule!r}; accepted: 'floor' (OCP MX v1.0 §6.3), 'ceil' (no clipping)"
+        )
     ov = "saturate" if overflow is None else overflow
     if not isinstance(ov, str):
         raise TypeError(f"overflow must be a str, got {overflow!r}")
@@ -142,9 +148,18 @@ def _shared_exponents(amax: np.ndarray, f: BlockFormat, rule: str) -> np.ndarray
     return np.where(pos, e, lo).astype(np.int64)
 
 
-def _mx_reference(x64: np.ndarray, f: BlockFormat, axis: int, block: int, mode: RoundMode,
-                  rule: str, overflow: str, seed: int | None, rand_bits: int | None,
-                  impl: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _mx_reference(
+    x64: np.ndarray,
+    f: BlockFormat,
+    axis: int,
+    block: int,
+    mode: RoundMode,
+    rule: str,
+    overflow: str,
+    seed: int | None,
+    rand_bits: int | None,
+    impl: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The float64 reference.
 
     Returns:
@@ -163,14 +178,29 @@ def _mx_reference(x64: np.ndarray, f: BlockFormat, axis: int, block: int, mode: 
         vmax = f.elem.max
         q = np.clip(q, -vmax, vmax)
     q = np.ascontiguousarray(np.moveaxis(q, -1, axis))  # SR draws follow x's C order
-    elems = lb_round(q, f.elem, mode, overflow=overflow, seed=seed, rand_bits=rand_bits,
-                     impl="reference" if impl == "reference" else "auto")
+    elems = lb_round(
+        q,
+        f.elem,
+        mode,
+        overflow=overflow,
+        seed=seed,
+        rand_bits=rand_bits,
+        impl="reference" if impl == "reference" else "auto",
+    )
     return np.asarray(elems, dtype=np.float64), e, bad
 
 
-def _prepare(x: Any, fmt: Any, block: Any, axis: Any, mode: Any, scale_rule: Any,
-             overflow: Any, rand_bits: Any, impl: Any) -> tuple[BlockFormat, int, str, str,
-                                                                RoundMode, int]:
+def _prepare(
+    x: Any,
+    fmt: Any,
+    block: Any,
+    axis: Any,
+    mode: Any,
+    scale_rule: Any,
+    overflow: Any,
+    rand_bits: Any,
+    impl: Any,
+) -> tuple[BlockFormat, int, str, str, RoundMode, int]:
     f = _resolve_format(fmt)
     blk, rule, ov, m = _check_options(f, block, scale_rule, overflow, mode, rand_bits, impl)
     ndim = getattr(x, "ndim", None)
@@ -181,8 +211,13 @@ def _prepare(x: Any, fmt: Any, block: Any, axis: Any, mode: Any, scale_rule: Any
 
 def _kernel_ok(x: Any, f: BlockFormat, axis: int, m: RoundMode, ov: str) -> bool:
     """Whether the fused numba kernel covers this call (checked before importing numba)."""
-    if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim >= 1 and
-            axis == x.ndim - 1 and x.flags.c_contiguous):
+    if not (
+        isinstance(x, np.ndarray)
+        and x.dtype == np.float32
+        and x.ndim >= 1
+        and axis == x.ndim - 1
+        and x.flags.c_contiguous
+    ):
         return False
     if ov != "saturate" or f.scale_fmt.exp_bits > 8:
         return False
@@ -192,9 +227,16 @@ def _kernel_ok(x: Any, f: BlockFormat, axis: int, m: RoundMode, ov: str) -> bool
     return elem.bits <= 20
 
 
-def _run_kernel(x: np.ndarray, f: BlockFormat, block: int, rule: str, m: RoundMode,
-                out: np.ndarray | None = None, seed: int | None = None,
-                rand_bits: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _run_kernel(
+    x: np.ndarray,
+    f: BlockFormat,
+    block: int,
+    rule: str,
+    m: RoundMode,
+    out: np.ndarray | None = None,
+    seed: int | None = None,
+    rand_bits: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     from lowbit.blocks import _mx_numba
 
     n = x.shape[-1]
@@ -204,9 +246,22 @@ def _run_kernel(x: np.ndarray, f: BlockFormat, block: int, rule: str, m: RoundMo
     scales = np.empty((*x.shape[:-1], nb), dtype=np.uint8)
     sf = f.scale_fmt
     rb = DEFAULT_SR_BITS if rand_bits is None else int(rand_bits)
-    _mx_numba.run(x, out, scales, block, f.elem_emax, f.elem, rule == "ceil", sf.emin, sf.emax,
-                  int(sf.bias), _scale_nan_code(sf), m,  # type: ignore[arg-type]
-                  _stream_seed(seed, m), rb)
+    _mx_numba.run(
+        x,
+        out,
+        scales,
+        block,
+        f.elem_emax,
+        f.elem,
+        rule == "ceil",
+        sf.emin,
+        sf.emax,
+        int(sf.bias),
+        _scale_nan_code(sf),
+        m,  # type: ignore[arg-type]
+        _stream_seed(seed, m),
+        rb,
+    )
     return out, scales
 
 
@@ -303,8 +358,9 @@ def quantize_mx(
         ValueError: unknown format, scale rule, mode, overflow option or axis.
         TypeError: unsupported input type or dtype.
     """
-    f, blk, rule, ov, m, ax = _prepare(x, fmt, block, axis, mode, scale_rule, overflow,
-                                       rand_bits, impl)
+    f, blk, rule, ov, m, ax = _prepare(
+        x, fmt, block, axis, mode, scale_rule, overflow, rand_bits, impl
+    )
     out_np = _check_out(x, out)
     if impl != "reference":
         xn, wrap = _kernel_view(x)
@@ -314,9 +370,11 @@ def quantize_mx(
                 return out
             return res if wrap is None else wrap(res)
         if impl == "kernel":
-            raise ValueError("impl='kernel': the fused kernel covers contiguous float32 "
-                             "blocked along the last axis with overflow='saturate'; this "
-                             "call is not covered")
+            raise ValueError(
+                "impl='kernel': the fused kernel covers contiguous float32 "
+                "blocked along the last axis with overflow='saturate'; this "
+                "call is not covered"
+            )
     x64, restore, _ = to_float64(x)
     shape = x64.shape
     x64 = x64.reshape(shape or (1,))
@@ -345,16 +403,31 @@ def _check_out(x: Any, out: Any) -> np.ndarray | None:
 
     torch = sys.modules.get("torch")
     if isinstance(x, np.ndarray):
-        if isinstance(out, np.ndarray) and out.shape == x.shape and out.dtype == x.dtype and \
-                out.flags.c_contiguous and out.flags.writeable:
+        if (
+            isinstance(out, np.ndarray)
+            and out.shape == x.shape
+            and out.dtype == x.dtype
+            and out.flags.c_contiguous
+            and out.flags.writeable
+        ):
             return out
     elif torch is not None and isinstance(x, torch.Tensor):
-        if isinstance(out, torch.Tensor) and out.shape == x.shape and out.dtype == x.dtype \
-                and out.device == x.device and out.is_contiguous():
-            return out.detach().numpy() if out.device.type == "cpu" and \
-                out.dtype == torch.float32 else None
-    raise ValueError("out must be a writable, contiguous array of x's backend, shape, dtype and "
-                     f"device (numpy or torch; jax arrays are immutable); got {type(out).__name__}")
+        if (
+            isinstance(out, torch.Tensor)
+            and out.shape == x.shape
+            and out.dtype == x.dtype
+            and out.device == x.device
+            and out.is_contiguous()
+        ):
+            return (
+                out.detach().numpy()
+                if out.device.type == "cpu" and out.dtype == torch.float32
+                else None
+            )
+    raise ValueError(
+        "out must be a writable, contiguous array of x's backend, shape, dtype and "
+        f"device (numpy or torch; jax arrays are immutable); got {type(out).__name__}"
+    )
 
 
 def mx_encode(
@@ -380,8 +453,9 @@ def mx_encode(
     Raises:
         ValueError: as :func:`quantize_mx`; also for element formats wider than 8 bits.
     """
-    f, blk, rule, ov, m, ax = _prepare(x, fmt, block, axis, mode, scale_rule, overflow,
-                                       rand_bits, impl)
+    f, blk, rule, ov, m, ax = _prepare(
+        x, fmt, block, axis, mode, scale_rule, overflow, rand_bits, impl
+    )
     if impl == "kernel":
         raise ValueError("mx_encode has no fused kernel; impl accepted: 'auto', 'reference'")
     if f.elem.bits > 8:
@@ -415,7 +489,7 @@ def mx_decode(t: MXTensor, dtype: Any = np.float64) -> np.ndarray:
         raise ValueError(f"elements shape {t.elements.shape} != shape {t.shape}")
     n = t.shape[t.axis]
     nb = -(-n // t.block)
-    want = (*t.shape[: t.axis], nb, *t.shape[t.axis + 1:])
+    want = (*t.shape[: t.axis], nb, *t.shape[t.axis + 1 :])
     if t.scales.shape != want:
         raise ValueError(f"scales shape {t.scales.shape} != {want} (blocks of {t.block})")
     if t.scales.dtype != np.uint8:

@@ -81,12 +81,16 @@ _MAX_GRID_BITS = 16  # formats whose grid is tabulated (every 8- and 16-bit floa
 def _check_fmt(fmt: Any) -> FloatFormat:
     f = get_format(fmt) if isinstance(fmt, str) else fmt
     if not isinstance(f, FloatFormat):
-        raise ValueError(f"S2FP8 stores a float format; fmt={fmt!r} is not one (accepted: "
-                         "float formats of at most 16 bits such as 'e5m2' (the paper's 1-5-2), "
-                         "'e4m3', 'fp16', 'bf16')")
+        raise ValueError(
+            f"S2FP8 stores a float format; fmt={fmt!r} is not one (accepted: "
+            "float formats of at most 16 bits such as 'e5m2' (the paper's 1-5-2), "
+            "'e4m3', 'fp16', 'bf16')"
+        )
     if f.bits > _MAX_GRID_BITS or not f.signed or not f.has_zero:
-        raise ValueError(f"S2FP8 needs a signed float format with a zero and at most "
-                         f"{_MAX_GRID_BITS} bits; got {f.name!r}")
+        raise ValueError(
+            f"S2FP8 needs a signed float format with a zero and at most "
+            f"{_MAX_GRID_BITS} bits; got {f.name!r}"
+        )
     return f
 
 
@@ -114,7 +118,7 @@ def _grid(f: FloatFormat) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
         a.setflags(write=False)
     lv = np.log2(v[1:])
     lm = np.log2(mid)
-    tie_down = (codes[1:] % 2 == 1)
+    tie_down = codes[1:] % 2 == 1
     for a in (lv, lm, tie_down):
         a.setflags(write=False)
     return v, lv, lm, tie_down
@@ -186,8 +190,10 @@ def _stats(x: np.ndarray, emax: int, nonfinite: str) -> tuple[float, float]:
     if not math.isfinite(amax):
         if nonfinite == "raise":
             bad = flat[~np.isfinite(flat)][0]
-            raise ValueError(f"S2FP8 statistics need finite values; the tensor holds {bad!r} "
-                             "(pass nonfinite='propagate' to keep NaN/inf and scale the rest)")
+            raise ValueError(
+                f"S2FP8 statistics need finite values; the tensor holds {bad!r} "
+                "(pass nonfinite='propagate' to keep NaN/inf and scale the rest)"
+            )
         flat = np.where(np.isfinite(flat), flat, flat.dtype.type(0))
         amax = float(np.max(np.abs(flat)))
     if amax == 0:
@@ -195,7 +201,7 @@ def _stats(x: np.ndarray, emax: int, nonfinite: str) -> tuple[float, float]:
     n = se = n_top = 0
     slf = 0.0
     for s in range(0, flat.size, _CHUNK):
-        a = np.abs(flat[s:s + _CHUNK])
+        a = np.abs(flat[s : s + _CHUNK])
         zero = a == 0
         f, e = np.frexp(a)
         n += a.size - int(np.count_nonzero(zero))
@@ -215,8 +221,9 @@ def _stats(x: np.ndarray, emax: int, nonfinite: str) -> tuple[float, float]:
     return alpha, -alpha * mu
 
 
-def s2fp8_params(x: Any, fmt: str | FloatFormat = "e5m2", *, nonfinite: str = "raise"
-                 ) -> tuple[float, float]:
+def s2fp8_params(
+    x: Any, fmt: str | FloatFormat = "e5m2", *, nonfinite: str = "raise"
+) -> tuple[float, float]:
     """``(alpha, beta)`` of ``x``: statistics over its non-zero entries (module docstring).
 
     Args:
@@ -237,7 +244,7 @@ def _codes_reference(a: np.ndarray, thr: np.ndarray) -> np.ndarray:
     flat = a.reshape(-1).astype(np.float64)
     out = np.empty(flat.shape, dtype=np.int64)
     for s in range(0, flat.size, 4096):  # in chunks, to bound the comparison matrix
-        out[s:s + 4096] = (thr[None, :] <= flat[s:s + 4096, None]).sum(axis=1)
+        out[s : s + 4096] = (thr[None, :] <= flat[s : s + 4096, None]).sum(axis=1)
     return out.reshape(a.shape)
 
 
@@ -289,8 +296,8 @@ def _lookup_numpy(xw: np.ndarray, thr: np.ndarray, table: np.ndarray) -> np.ndar
     mask = np.iinfo(it).max
     inf_key = np.array(np.inf, dtype=xw.dtype).view(it)
     for s in range(0, flat.size, _CHUNK):
-        xc = flat[s:s + _CHUNK]
-        oc = out[s:s + _CHUNK]
+        xc = flat[s : s + _CHUNK]
+        oc = out[s : s + _CHUNK]
         key = xc.view(it) & mask
         code = np.take(base, key >> shift)
         if rounds:
@@ -342,22 +349,28 @@ def _apply(x: Any, thr: np.ndarray, table: np.ndarray, impl: str) -> Any:
     kind = _B.backend_of(x)
     if impl == "reference" or kind == "jax":
         x64, restore, _ = to_float64(x)
-        k = (_codes_reference(np.abs(x64), thr) if impl == "reference"
-             else _lookup_index(np.abs(x64), thr))
+        k = (
+            _codes_reference(np.abs(x64), thr)
+            if impl == "reference"
+            else _lookup_index(np.abs(x64), thr)
+        )
         out = np.copysign(np.take(table, k), x64)
         return restore(np.where(np.isfinite(x64), out, x64))
     if kind == "torch":
         import torch
 
         xt = x.detach()
-        npdt = {torch.float64: np.dtype(np.float64), torch.float32: np.dtype(np.float32),
-                torch.float16: np.dtype(np.float16), torch.bfloat16: _BF16}.get(xt.dtype)
+        npdt = {
+            torch.float64: np.dtype(np.float64),
+            torch.float32: np.dtype(np.float32),
+            torch.float16: np.dtype(np.float16),
+            torch.bfloat16: _BF16,
+        }.get(xt.dtype)
         if npdt is None:
             raise TypeError(f"unsupported dtype {xt.dtype}; accepted: {_B.ACCEPTED_DTYPES}")
         work = torch.float64 if xt.dtype == torch.float64 else torch.float32
         xw = xt.to(work).contiguous()
-        tab = _table_as(table, npdt, np.dtype(np.float64 if work == torch.float64
-                                              else np.float32))
+        tab = _table_as(table, npdt, np.dtype(np.float64 if work == torch.float64 else np.float32))
         if xw.device.type == "cpu":
             return torch.from_numpy(_lookup_numpy(xw.numpy(), thr, tab)).to(xt.dtype)
         k = _codes_torch(xw.abs(), thr)
@@ -368,8 +381,11 @@ def _apply(x: Any, thr: np.ndarray, table: np.ndarray, impl: str) -> Any:
             out = torch.where(fin, out, xw)
         return out.to(xt.dtype)
     scalar = isinstance(x, (float, int, np.generic))
-    arr = np.asarray(x, dtype=np.float64) if isinstance(x, (float, int, list, tuple)) \
+    arr = (
+        np.asarray(x, dtype=np.float64)
+        if isinstance(x, (float, int, list, tuple))
         else np.asarray(x)
+    )
     dt = arr.dtype
     work = np.dtype(np.float64 if dt == np.float64 else np.float32)
     xw = np.ascontiguousarray(arr, dtype=work)
@@ -385,8 +401,9 @@ def _lookup_index(a: np.ndarray, thr: np.ndarray) -> np.ndarray:
 
 
 # ---- public API -------------------------------------------------------------------------------
-def s2fp8_encode(x: Any, fmt: str | FloatFormat = "e5m2", *, nonfinite: str = "raise",
-                 impl: str = "auto") -> tuple[Any, float, float]:
+def s2fp8_encode(
+    x: Any, fmt: str | FloatFormat = "e5m2", *, nonfinite: str = "raise", impl: str = "auto"
+) -> tuple[Any, float, float]:
     """Encode ``x`` as S2FP8: ``(Y, alpha, beta)`` with ``Y`` on the ``fmt`` grid.
 
     ``Y_i = sign(x_i) · RN(|x_i|**alpha · 2**beta)`` (round to nearest, ties to even,
@@ -441,8 +458,9 @@ def s2fp8_decode(y: Any, alpha: float, beta: float) -> Any:
     return restore(out)
 
 
-def s2fp8_round(x: Any, fmt: str | FloatFormat = "e5m2", *, nonfinite: str = "raise",
-                impl: str = "auto") -> Any:
+def s2fp8_round(
+    x: Any, fmt: str | FloatFormat = "e5m2", *, nonfinite: str = "raise", impl: str = "auto"
+) -> Any:
     """``s2fp8_decode(*s2fp8_encode(x, fmt))`` in one pass: ``x`` as an S2FP8 tensor holds it.
 
     Arguments as :func:`s2fp8_encode`; the result has ``x``'s backend, dtype, shape and device.

@@ -36,7 +36,7 @@ def parse_ratios(text: str) -> list[float]:
             if i < 2 or i != len(tokens) - 2:
                 raise ValueError
             a, b, end = float(tokens[i - 2]), float(tokens[i - 1]), float(tokens[-1])
-            head = [float(t) for t in tokens[:i - 2]]
+            head = [float(t) for t in tokens[: i - 2]]
             step = b - a
             if not step > 0 or end < b:
                 raise ValueError
@@ -45,8 +45,9 @@ def parse_ratios(text: str) -> list[float]:
         else:
             vals = [float(t) for t in tokens]
     except ValueError:
-        raise ValueError(f"--r {text!r}: expected ratios in [0, 1] such as 0.25,0.5 or "
-                         "0,0.1,...,1") from None
+        raise ValueError(
+            f"--r {text!r}: expected ratios in [0, 1] such as 0.25,0.5 or 0,0.1,...,1"
+        ) from None
     bad = [v for v in vals if not 0.0 <= v <= 1.0]
     if bad:
         raise ValueError(f"--r {text!r}: ratios must lie in [0, 1], got {bad}")
@@ -64,21 +65,41 @@ def register(sub: Any) -> None:
         "which format (1-6-9 high, 1-4-3 with bias 4 for low P/Y, 1-5-2 for low GY; GP stays "
         "high) and the memory saved.",
     )
-    s.add_argument("--model", default="resnet-small",
-                   help="model (resnet-small, cnn-small, mlp, vit-tiny; default resnet-small)")
-    s.add_argument("--r", default="0,0.1,...,1",
-                   help="minimum low-precision ratios: a list 0.25,0.5 or a progression "
-                   "0,0.1,...,1 (default)")
-    s.add_argument("--scheme", default="ours",
-                   help="ours (largest groups first), smallest_first, random, pi_op (HFP8 "
-                   "standard; ignores --r)")
-    s.add_argument("--batch-size", type=int, default=128,
-                   help="training batch size the sizes are given for (default 128)")
-    s.add_argument("--data", default="fashion-mnist", choices=_DATA,
-                   help="data set giving the input shape (default fashion-mnist)")
+    s.add_argument(
+        "--model",
+        default="resnet-small",
+        help="model (resnet-small, cnn-small, mlp, vit-tiny; default resnet-small)",
+    )
+    s.add_argument(
+        "--r",
+        default="0,0.1,...,1",
+        help="minimum low-precision ratios: a list 0.25,0.5 or a progression 0,0.1,...,1 (default)",
+    )
+    s.add_argument(
+        "--scheme",
+        default="ours",
+        help="ours (largest groups first), smallest_first, random, pi_op (HFP8 "
+        "standard; ignores --r)",
+    )
+    s.add_argument(
+        "--batch-size",
+        type=int,
+        default=128,
+        help="training batch size the sizes are given for (default 128)",
+    )
+    s.add_argument(
+        "--data",
+        default="fashion-mnist",
+        choices=_DATA,
+        help="data set giving the input shape (default fashion-mnist)",
+    )
     s.add_argument("--data-dir", default=None, help="folder holding the data set's files")
-    s.add_argument("--seed", type=int, default=0, help="seed of the random scheme and the "
-                   "model's initialisation (default 0)")
+    s.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the random scheme and the model's initialisation (default 0)",
+    )
     s.add_argument("--json", action="store_true", help="print JSON instead of tables")
     s.set_defaults(func=run)
 
@@ -108,33 +129,48 @@ def run(args: argparse.Namespace, console: Any) -> int:
         raise ValueError(f"--batch-size {args.batch_size}: expected an int >= 1")
     data = load_dataset(args.data, args.data_dir, seed=args.seed)
     torch.manual_seed(args.seed)
-    model = build_model(args.model, in_channels=data.in_channels,
-                        num_classes=data.num_classes, image_size=data.image_size)
+    model = build_model(
+        args.model,
+        in_channels=data.in_channels,
+        num_classes=data.num_classes,
+        image_size=data.image_size,
+    )
     example = data.train.tensors[0][:4]
     graph = tensor_groups(model, example, batch_size=args.batch_size)
     results = [assign(graph, r, scheme, args.seed) for r in ratios]
 
     if args.json:
         out = {
-            "model": args.model, "data": args.data, "batch_size": args.batch_size,
+            "model": args.model,
+            "data": args.data,
+            "batch_size": args.batch_size,
             "scheme": scheme,
-            "groups": [{"group": g.name, "size": g.size, "ops": list(g.ops)}
-                       for g in graph.groups],
+            "groups": [{"group": g.name, "size": g.size, "ops": list(g.ops)} for g in graph.groups],
             "assignments": [{**a.summary(), "tensors": a.table()} for a in results],
         }
         console.print(json.dumps(out, indent=1), soft_wrap=True)
         return 0
 
     total = graph.total_size
-    order = {} if scheme == "pi_op" else {
-        gi: k + 1 for k, gi in enumerate(group_order(graph, scheme, args.seed))}
-    t = Table(title=f"Tensor groups of {args.model} on {args.data} (batch size "
-              f"{args.batch_size}); demotion order of scheme {scheme}")
+    order = (
+        {}
+        if scheme == "pi_op"
+        else {gi: k + 1 for k, gi in enumerate(group_order(graph, scheme, args.seed))}
+    )
+    t = Table(
+        title=f"Tensor groups of {args.model} on {args.data} (batch size "
+        f"{args.batch_size}); demotion order of scheme {scheme}"
+    )
     for col in ("group", "ops", "elements", "share", "order"):
         t.add_column(col, justify="left" if col in ("group",) else "right")
     for g in graph.groups:
-        t.add_row(g.name, str(len(g.ops)), f"{g.size:,}", f"{100 * g.size / total:.2f}%",
-                  str(order.get(g.index, "-")))
+        t.add_row(
+            g.name,
+            str(len(g.ops)),
+            f"{g.size:,}",
+            f"{100 * g.size / total:.2f}%",
+            str(order.get(g.index, "-")),
+        )
     console.print(t)
 
     heads = ["pi_op" if r is None else f"r≥{r:g}" for r in ratios]
@@ -145,18 +181,36 @@ def run(args: argparse.Namespace, console: Any) -> int:
     for h in heads:
         t.add_column(h, justify="center")
     for info in graph.tensors:
-        t.add_row(info.name, results[0].group_name(info.group), f"{info.size:,}",
-                  *(format_label(a.formats[info.name]) for a in results))
+        t.add_row(
+            info.name,
+            results[0].group_name(info.group),
+            f"{info.size:,}",
+            *(format_label(a.formats[info.name]) for a in results),
+        )
     console.print(t)
 
     t = Table(title="Memory per assignment (all tensors of one step; all high = 16 bits each)")
-    for col in ("scheme", "r_min", "r", "groups demoted", "low elements", "MiB all high",
-                "MiB assigned", "saved"):
+    for col in (
+        "scheme",
+        "r_min",
+        "r",
+        "groups demoted",
+        "low elements",
+        "MiB all high",
+        "MiB assigned",
+        "saved",
+    ):
         t.add_column(col, justify="left" if col == "scheme" else "right")
     for a in results:
-        t.add_row(a.scheme, "-" if a.r_min is None else f"{a.r_min:g}", f"{a.ratio:.4f}",
-                  f"{len(a.demoted)}/{len(graph.groups)}", f"{a.low_size:,}",
-                  f"{_mib(a.bits_all_high):.2f}", f"{_mib(a.total_bits):.2f}",
-                  f"{_mib(a.memory_bits):.2f} MiB ({100 * a.memory_bits / a.bits_all_high:.1f}%)")
+        t.add_row(
+            a.scheme,
+            "-" if a.r_min is None else f"{a.r_min:g}",
+            f"{a.ratio:.4f}",
+            f"{len(a.demoted)}/{len(graph.groups)}",
+            f"{a.low_size:,}",
+            f"{_mib(a.bits_all_high):.2f}",
+            f"{_mib(a.total_bits):.2f}",
+            f"{_mib(a.memory_bits):.2f} MiB ({100 * a.memory_bits / a.bits_all_high:.1f}%)",
+        )
     console.print(t)
     return 0

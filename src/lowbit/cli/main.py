@@ -34,8 +34,15 @@ def _harmonic(args: argparse.Namespace, console: Console) -> int:
 
     from lowbit.reports.harmonic import harmonic
 
-    res = harmonic(args.format, args.mode, n=args.n, runs=args.runs, seed=args.seed,
-                   out_dir=args.out, progress=not args.no_progress)
+    res = harmonic(
+        args.format,
+        args.mode,
+        n=args.n,
+        runs=args.runs,
+        seed=args.seed,
+        out_dir=args.out,
+        progress=not args.no_progress,
+    )
     table = Table(title="Harmonic series 1 + 1/2 + ... + 1/n, every operation rounded")
     rows = res.table()
     for key in rows[0]:
@@ -165,8 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
         "series with every operation correctly rounded and shows RNE's stagnation "
         "(fp16: 7.0859375 from n = 513) next to SR following the exact sum.",
     )
-    s.add_argument("name", nargs="?", default="rounding", choices=("rounding", "harmonic"),
-                   help="which demo (default: rounding)")
+    s.add_argument(
+        "name",
+        nargs="?",
+        default="rounding",
+        choices=("rounding", "harmonic"),
+        help="which demo (default: rounding)",
+    )
     s.add_argument("--format", default="fp16", help="harmonic: format(s), comma-separated")
     s.add_argument("--mode", default="rne,sr", help="harmonic: rounding mode(s), comma-separated")
     s.add_argument("--n", type=int, default=None, help="harmonic: number of terms (2^14)")

@@ -24,12 +24,19 @@ def register(sub: Any) -> None:
         "in configs/). Prints the per-epoch table; writes history.csv/.md/.json, the "
         "accuracy-vs-epoch plot history.png and the effective config.toml to --out.",
     )
-    s.add_argument("--config", default=None,
-                   help="TrainConfig file (.toml or .json); default: fp32 training")
-    s.add_argument("--model", default=None, help="model name (resnet-small, cnn-small, mlp, "
-                   "vit-tiny); overrides the config")
-    s.add_argument("--data", default=None, help="data set (fashion-mnist, digits, synthetic); "
-                   "overrides the config")
+    s.add_argument(
+        "--config", default=None, help="TrainConfig file (.toml or .json); default: fp32 training"
+    )
+    s.add_argument(
+        "--model",
+        default=None,
+        help="model name (resnet-small, cnn-small, mlp, vit-tiny); overrides the config",
+    )
+    s.add_argument(
+        "--data",
+        default=None,
+        help="data set (fashion-mnist, digits, synthetic); overrides the config",
+    )
     s.add_argument("--data-dir", default=None, help="folder holding the data set's files")
     s.add_argument("--subset", type=int, default=None, help="train on N examples only")
     s.add_argument("--epochs", type=int, default=None, help="number of epochs")
@@ -37,14 +44,26 @@ def register(sub: Any) -> None:
     s.add_argument("--lr", type=float, default=None, help="learning rate")
     s.add_argument("--seed", type=int, default=None, help="seed of init, shuffling and SR")
     s.add_argument("--out", default="train_out", help="output folder (default train_out/)")
-    s.add_argument("--save", default=None, metavar="PATH",
-                   help="write the trained model to this .safetensors file")
+    s.add_argument(
+        "--save",
+        default=None,
+        metavar="PATH",
+        help="write the trained model to this .safetensors file",
+    )
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=run)
 
 
-_OVERRIDES = {"model": "model", "data": "data", "data_dir": "data_dir", "subset": "subset",
-              "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "seed": "seed"}
+_OVERRIDES = {
+    "model": "model",
+    "data": "data",
+    "data_dir": "data_dir",
+    "subset": "subset",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "seed": "seed",
+}
 
 
 def resolve_config(args: argparse.Namespace) -> Any:
@@ -52,10 +71,12 @@ def resolve_config(args: argparse.Namespace) -> Any:
     from lowbit.train import TrainConfig
 
     cfg = TrainConfig.load(args.config) if args.config else TrainConfig()
-    changes = {field: getattr(args, arg) for arg, field in _OVERRIDES.items()
-               if getattr(args, arg, None) is not None}
+    changes = {
+        field: getattr(args, arg)
+        for arg, field in _OVERRIDES.items()
+        if getattr(args, arg, None) is not None
+    }
     return cfg.replace(**changes) if changes else cfg
-
 
 
 def run(args: argparse.Namespace, console: Any) -> int:
@@ -85,8 +106,12 @@ def run(args: argparse.Namespace, console: Any) -> int:
         raise ValueError(" ".join(str(e).split())) from e
 
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, in_channels=splits.in_channels,
-                        num_classes=splits.num_classes, image_size=splits.image_size)
+    model = build_model(
+        cfg.model,
+        in_channels=splits.in_channels,
+        num_classes=splits.num_classes,
+        image_size=splits.image_size,
+    )
     quantize_model(model, cfg)
     optimizer = build_optimizer(model.parameters(), cfg)
     scaler = build_scaler(cfg)
@@ -96,10 +121,12 @@ def run(args: argparse.Namespace, console: Any) -> int:
     stem = Path(args.config).stem if args.config else "fp32"
     label = f"{cfg.model} {splits.name} {stem}"
     n_params = sum(p.numel() for p in model.parameters())
-    console.print(f"lowbit train: {label}: {len(splits.train)} train / {len(splits.test)} test "
-                  f"examples, {n_params} parameters, {cfg.epochs} epoch(s), "
-                  f"optimizer {cfg.optimizer} (weights {cfg.weight_fmt}, state "
-                  f"{cfg.state_fmt}, update {cfg.update_mode}), loss scaling {cfg.loss_scaling}")
+    console.print(
+        f"lowbit train: {label}: {len(splits.train)} train / {len(splits.test)} test "
+        f"examples, {n_params} parameters, {cfg.epochs} epoch(s), "
+        f"optimizer {cfg.optimizer} (weights {cfg.weight_fmt}, state "
+        f"{cfg.state_fmt}, update {cfg.update_mode}), loss scaling {cfg.loss_scaling}"
+    )
     if cfg.quant is not None:
         from lowbit.nn import summary
 
@@ -109,15 +136,26 @@ def run(args: argparse.Namespace, console: Any) -> int:
         r = epoch_rows(h)[-1]
         console.print("  ".join(f"{k} {v}" for k, v in r.items()))
 
-    hist = fit(model, train_loader, test_loader, optimizer=optimizer, epochs=cfg.epochs,
-               scaler=scaler, progress=not args.no_progress, on_epoch=report_epoch, label=label)
+    hist = fit(
+        model,
+        train_loader,
+        test_loader,
+        optimizer=optimizer,
+        epochs=cfg.epochs,
+        scaler=scaler,
+        progress=not args.no_progress,
+        on_epoch=report_epoch,
+        label=label,
+    )
 
     console.print(rich_table(epoch_rows(hist), title=f"lowbit train: {label}"))
     out = Path(args.out)
     paths = write_history(hist, out, stem="history", title=f"lowbit train: {label}")
     cfg.save(out / "config.toml")
-    console.print(f"final test accuracy {100 * hist.final_test_acc:.2f}%; wrote "
-                  + ", ".join(str(p) for p in (*paths.values(), out / "config.toml")))
+    console.print(
+        f"final test accuracy {100 * hist.final_test_acc:.2f}%; wrote "
+        + ", ".join(str(p) for p in (*paths.values(), out / "config.toml"))
+    )
     if args.save:
         from lowbit.nn.checkpoint import save
 

@@ -77,8 +77,9 @@ def _body(raw: str) -> str:
     return parts[1] if len(parts) == 2 else raw
 
 
-def load_spam_assassin(data_dir: str | os.PathLike[str] | None = None, *,
-                       body_only: bool = True) -> tuple[list[str], np.ndarray]:
+def load_spam_assassin(
+    data_dir: str | os.PathLike[str] | None = None, *, body_only: bool = True
+) -> tuple[list[str], np.ndarray]:
     """The SpamAssassin public corpus: 6046 e-mails (1896 spam) and their labels.
 
     Args:

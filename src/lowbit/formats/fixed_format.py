@@ -107,8 +107,10 @@ class IntFormat:
         if not isinstance(self.bits, int) or isinstance(self.bits, bool):
             raise TypeError(f"bits must be an int, got {self.bits!r}")
         if not 1 <= self.bits <= 53 or (self.signed and self.bits < 2):
-            raise ValueError(f"IntFormat bits={self.bits} is out of range; accepted: 2..53 "
-                             "(1..53 unsigned; exact in float64)")
+            raise ValueError(
+                f"IntFormat bits={self.bits} is out of range; accepted: 2..53 "
+                "(1..53 unsigned; exact in float64)"
+            )
         if not self.name:
             object.__setattr__(self, "name", f"{'int' if self.signed else 'uint'}{self.bits}")
 

@@ -65,8 +65,10 @@ class FloatFormat:
         if self.special == "ieee" and self.exp_bits < 2:
             raise ValueError("an IEEE-style format needs exp_bits >= 2 (one binade is inf/NaN)")
         if not self.has_zero and self.man_bits > 0:
-            raise ValueError("has_zero=False is defined only for scale formats with man_bits=0 "
-                             f"(OCP E8M0); got man_bits={self.man_bits}")
+            raise ValueError(
+                "has_zero=False is defined only for scale formats with man_bits=0 "
+                f"(OCP E8M0); got man_bits={self.man_bits}"
+            )
         if self.special == "fnuz" and not self.signed:
             raise ValueError("special='fnuz' needs a sign bit (its NaN is the -0 code)")
         if self.emax < self.emin:

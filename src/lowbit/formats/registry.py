@@ -96,13 +96,15 @@ def register_format(fmt: Format, *aliases: str) -> None:
         ValueError: a name is already taken by a different format.
     """
     if not isinstance(fmt, (FloatFormat, PositFormat, FixedFormat, IntFormat)):
-        raise TypeError(f"fmt must be a FloatFormat, PositFormat, FixedFormat or IntFormat, "
-                        f"got {type(fmt).__name__}")
+        raise TypeError(
+            f"fmt must be a FloatFormat, PositFormat, FixedFormat or IntFormat, "
+            f"got {type(fmt).__name__}"
+        )
     if not fmt.name:
         raise TypeError("fmt needs a name (pass name=... when constructing it)")
     keys = [k.strip().lower().replace(" ", "") for k in (fmt.name, *aliases)]
     for key, k in zip((fmt.name, *aliases), keys, strict=True):
-        known = (_PRESETS.get(_ALIASES.get(k, k)) or _BLOCKS.get(k) or _USER.get(k))
+        known = _PRESETS.get(_ALIASES.get(k, k)) or _BLOCKS.get(k) or _USER.get(k)
         if known is not None and known != fmt:
             raise ValueError(f"format name {key!r} is already registered as {known!r}")
     for k in keys:

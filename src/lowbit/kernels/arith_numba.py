@@ -43,8 +43,9 @@ def _exact_odd(a: float, b: float, op: int, rd: bool) -> float:
 
 
 @njit(inline="always")
-def _operand(a: float, rin: bool, m: int, emin: int, fmax: float, infv_in: float,
-             fnuz: bool) -> float:
+def _operand(
+    a: float, rin: bool, m: int, emin: int, fmax: float, infv_in: float, fnuz: bool
+) -> float:
     """An operand rounded to the format with RNE first (``inputs="round"``), or as it is."""
     if rin:
         return _rnd(a, m, emin, fmax, infv_in, RNE, fnuz, 32, 0, False)
@@ -59,9 +60,27 @@ _K_RNE, _K_SR, _K_ANY = 0, 1, 2
 
 
 @njit(inline="always")
-def _elem(x: Any, y: Any, i: int, op: int, kind: int, rin: bool, sgn: float, m: int,
-          emin: int, fmax: float, infv: float, mode: int, fnuz: bool, rb: int, k0: int,
-          k1: int, offset: int, infv_in: float, qmax: int) -> float:
+def _elem(
+    x: Any,
+    y: Any,
+    i: int,
+    op: int,
+    kind: int,
+    rin: bool,
+    sgn: float,
+    m: int,
+    emin: int,
+    fmax: float,
+    infv: float,
+    mode: int,
+    fnuz: bool,
+    rb: int,
+    k0: int,
+    k1: int,
+    offset: int,
+    infv_in: float,
+    qmax: int,
+) -> float:
     """round(x[i] op y[i]); ``op`` and ``kind`` are constants in the specialised loops.
 
     ``sgn`` is -1.0 for a subtraction folded into ``op = ADD`` (negating the operand after
@@ -77,9 +96,25 @@ def _elem(x: Any, y: Any, i: int, op: int, kind: int, rin: bool, sgn: float, m: 
 
 
 @njit(parallel=True, cache=True)
-def binary(x: Any, y: Any, out: Any, op: int, m: int, emin: int, fmax: float, infv: float,
-           mode: int, fnuz: bool, rb: int, k0: int, k1: int, offset: int, rin: bool,
-           infv_in: float, qmax: int) -> None:
+def binary(
+    x: Any,
+    y: Any,
+    out: Any,
+    op: int,
+    m: int,
+    emin: int,
+    fmax: float,
+    infv: float,
+    mode: int,
+    fnuz: bool,
+    rb: int,
+    k0: int,
+    k1: int,
+    offset: int,
+    rin: bool,
+    infv_in: float,
+    qmax: int,
+) -> None:
     """out[i] = round(x[i] op y[i]) for 1-D contiguous arrays; draws ``offset + i``.
 
     ``rin`` rounds each operand to the format (RNE, overflow value ``infv_in``) first.
@@ -106,5 +141,24 @@ def binary(x: Any, y: Any, out: Any, op: int, m: int, emin: int, fmax: float, in
 def _loop(x: Any, y: Any, out: Any, op: int, kind: int, rin: bool, sgn: float, p: Any) -> None:
     m, emin, fmax, infv, mode, fnuz, rb, k0, k1, offset, infv_in, qmax = p
     for i in prange(x.size):
-        out[i] = _elem(x, y, i, op, kind, rin, sgn, m, emin, fmax, infv, mode, fnuz, rb, k0, k1,
-                       offset, infv_in, qmax)
+        out[i] = _elem(
+            x,
+            y,
+            i,
+            op,
+            kind,
+            rin,
+            sgn,
+            m,
+            emin,
+            fmax,
+            infv,
+            mode,
+            fnuz,
+            rb,
+            k0,
+            k1,
+            offset,
+            infv_in,
+            qmax,
+        )

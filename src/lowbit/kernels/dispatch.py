@@ -14,8 +14,9 @@ from lowbit.formats import Format, PositFormat
 from lowbit.rounding.reference import EdgePolicy
 
 
-def round_numpy(x: np.ndarray, fmt: Format, pol: EdgePolicy, seed: int, offset: int,
-                out: np.ndarray | None) -> np.ndarray | None:
+def round_numpy(
+    x: np.ndarray, fmt: Format, pol: EdgePolicy, seed: int, offset: int, out: np.ndarray | None
+) -> np.ndarray | None:
     """Round with a fused kernel; ``None`` when no kernel covers this case."""
     if isinstance(fmt, PositFormat):
         from lowbit.kernels import posit_numba
@@ -26,8 +27,7 @@ def round_numpy(x: np.ndarray, fmt: Format, pol: EdgePolicy, seed: int, offset: 
     return float_numba.round_numpy(x, fmt, pol, seed, offset, out)
 
 
-def round_torch_cpu(x: Any, fmt: Format, pol: EdgePolicy, seed: int, offset: int,
-                    out: Any) -> Any:
+def round_torch_cpu(x: Any, fmt: Format, pol: EdgePolicy, seed: int, offset: int, out: Any) -> Any:
     """Round a CPU tensor through zero-copy numpy views; ``None`` when not covered.
 
     The numpy kernels see the tensor's own memory, so no copy is made on the way in, and the

@@ -19,8 +19,14 @@ from lowbit.formats import FixedFormat, FloatFormat, IntFormat
 from lowbit.rounding.modes import RoundMode
 from lowbit.rounding.reference import EdgePolicy
 
-_TO_INF = (RoundMode.RNE, RoundMode.RNA, RoundMode.RNZ, RoundMode.SR, RoundMode.SR_EQUAL,
-           RoundMode.SR_BITS)
+_TO_INF = (
+    RoundMode.RNE,
+    RoundMode.RNA,
+    RoundMode.RNZ,
+    RoundMode.SR,
+    RoundMode.SR_EQUAL,
+    RoundMode.SR_BITS,
+)
 
 
 def _shl(jnp: Any, v: Any, s: Any) -> Any:
@@ -63,12 +69,16 @@ def _ceil_scaled(jnp: Any, rem: Any, d: Any, k: int) -> Any:
 def _floor_scaled(jnp: Any, rem: Any, d: Any, k: int) -> Any:
     """floor(rem * 2^(k-d)) as uint32."""
     up_shift = k - d
-    return jnp.where(up_shift >= 0, _shl(jnp, rem, jnp.maximum(up_shift, 0)),
-                     _shr(jnp, rem, jnp.maximum(-up_shift, 0)))
+    return jnp.where(
+        up_shift >= 0,
+        _shl(jnp, rem, jnp.maximum(up_shift, 0)),
+        _shr(jnp, rem, jnp.maximum(-up_shift, 0)),
+    )
 
 
-def _decide_up(jnp: Any, pol: EdgePolicy, i: Any, rem: Any, d: Any, neg: Any, tiny: Any,
-               r: Any) -> Any:
+def _decide_up(
+    jnp: Any, pol: EdgePolicy, i: Any, rem: Any, d: Any, neg: Any, tiny: Any, r: Any
+) -> Any:
     """Round-up decision for the magnitude: the integer twin of reference._magnitude_up."""
     mode = pol.mode
     inexact = rem != 0
@@ -115,8 +125,9 @@ def _assemble(jnp: Any, lax: Any, i: Any, qexp: Any) -> Any:
     """fp32 bits of i * 2^qexp (i < 2^25); values past fp32's range give +inf bits."""
     top = 31 - lax.clz(i).astype(jnp.int32)
     eo = top + qexp
-    norm_m = jnp.where(top <= 23, _shl(jnp, i, jnp.maximum(23 - top, 0)),
-                       _shr(jnp, i, jnp.maximum(top - 23, 0))) & jnp.uint32(0x7FFFFF)
+    norm_m = jnp.where(
+        top <= 23, _shl(jnp, i, jnp.maximum(23 - top, 0)), _shr(jnp, i, jnp.maximum(top - 23, 0))
+    ) & jnp.uint32(0x7FFFFF)
     normal = ((eo + 127).astype(jnp.uint32) << 23) | norm_m
     sub = _shl(jnp, i, jnp.maximum(qexp + 149, 0))
     out = jnp.where(eo >= -126, normal, sub)

@@ -69,10 +69,32 @@ _BF16 = np.dtype(ml_dtypes.bfloat16)
 
 # ---- the fp32 core ---------------------------------------------------------------------------
 @njit
-def core32(a: Any, r: Any, stochastic: Any, s_norm: Any, tiny_bits: Any, qt_a: Any, pq: Any,
-           maxb: Any, ovf_pos: Any, ovf_neg: Any, infb: Any, hm: Any, om: Any, c1: Any,
-           pm: Any, nm: Any, rom: Any, thr_p: Any, thr_n: Any, nzm: Any, sr_kind: Any,
-           himask: Any, big_lim: Any, finite: Any) -> Any:
+def core32(
+    a: Any,
+    r: Any,
+    stochastic: Any,
+    s_norm: Any,
+    tiny_bits: Any,
+    qt_a: Any,
+    pq: Any,
+    maxb: Any,
+    ovf_pos: Any,
+    ovf_neg: Any,
+    infb: Any,
+    hm: Any,
+    om: Any,
+    c1: Any,
+    pm: Any,
+    nm: Any,
+    rom: Any,
+    thr_p: Any,
+    thr_n: Any,
+    nzm: Any,
+    sr_kind: Any,
+    himask: Any,
+    big_lim: Any,
+    finite: Any,
+) -> Any:
     """Round one fp32 bit pattern ``a``; returns the result's fp32 bits.
 
     Every mode dependence is a loop-invariant value, never a per-mode branch, so the body
@@ -130,8 +152,12 @@ def core32(a: Any, r: Any, stochastic: Any, s_norm: Any, tiny_bits: Any, qt_a: A
         mag_n = u32(u32(ax & ~mask) + (u32(_U1 << sc) if up else _U0))
     else:
         side = nm if neg else pm
-        bias = u32(u32(u32(mask >> _U1) & hm) + u32(odd & om) + c1
-                   + u32(mask & u32(side | u32(rom & u32(odd - _U1)))))
+        bias = u32(
+            u32(u32(mask >> _U1) & hm)
+            + u32(odd & om)
+            + c1
+            + u32(mask & u32(side | u32(rom & u32(odd - _U1))))
+        )
         mag_n = u32(u32(ax + u32(bias & mask)) & ~mask)
         up = ax > (thr_n if neg else thr_p)
     mag = (pq if up else _U0) if big else mag_n
@@ -190,9 +216,32 @@ def _fill32_det(xs: Any, ds: Any, p: Any) -> None:
     nzm = p[17]
     big_lim = p[20]
     for k in range(xs.size):
-        ds[k] = core32(xs[k], _U0, False, s_norm, tiny_bits, qt_a, pq, maxb, ovf_pos,
-                       ovf_neg, infb, hm, om, c1, pm, nm, rom, thr_p, thr_n, nzm, _U0, _U0,
-                       big_lim, False)
+        ds[k] = core32(
+            xs[k],
+            _U0,
+            False,
+            s_norm,
+            tiny_bits,
+            qt_a,
+            pq,
+            maxb,
+            ovf_pos,
+            ovf_neg,
+            infb,
+            hm,
+            om,
+            c1,
+            pm,
+            nm,
+            rom,
+            thr_p,
+            thr_n,
+            nzm,
+            _U0,
+            _U0,
+            big_lim,
+            False,
+        )
 
 
 @njit(cache=True, fastmath=False)
@@ -220,21 +269,90 @@ def _fill32_sr(xs: Any, ds: Any, p: Any, lo0: Any, hk: Any, k0: Any) -> None:
     if sr_kind == _U0:
         for k in range(xs.size):
             r = mix32(u32(mix32(u32(u32(lo0 + u32(k)) ^ k0)) ^ hk))
-            ds[k] = core32(xs[k], r, True, s_norm, tiny_bits, qt_a, pq, maxb, ovf, ovf,
-                           infb, _U0, _U0, _U0, _U0, _U0, _U0, _U0, _U0, nzm, _U0, himask,
-                           big_lim, False)
+            ds[k] = core32(
+                xs[k],
+                r,
+                True,
+                s_norm,
+                tiny_bits,
+                qt_a,
+                pq,
+                maxb,
+                ovf,
+                ovf,
+                infb,
+                _U0,
+                _U0,
+                _U0,
+                _U0,
+                _U0,
+                _U0,
+                _U0,
+                _U0,
+                nzm,
+                _U0,
+                himask,
+                big_lim,
+                False,
+            )
     elif sr_kind == _U1:
         for k in range(xs.size):
             r = mix32(u32(mix32(u32(u32(lo0 + u32(k)) ^ k0)) ^ hk))
-            ds[k] = core32(xs[k], r, True, s_norm, tiny_bits, qt_a, pq, maxb, ovf, ovf,
-                           infb, _U0, _U0, _U0, _U0, _U0, _U0, _U0, _U0, nzm, _U1, himask,
-                           big_lim, False)
+            ds[k] = core32(
+                xs[k],
+                r,
+                True,
+                s_norm,
+                tiny_bits,
+                qt_a,
+                pq,
+                maxb,
+                ovf,
+                ovf,
+                infb,
+                _U0,
+                _U0,
+                _U0,
+                _U0,
+                _U0,
+                _U0,
+                _U0,
+                _U0,
+                nzm,
+                _U1,
+                himask,
+                big_lim,
+                False,
+            )
     else:
         for k in range(xs.size):
             r = mix32(u32(mix32(u32(u32(lo0 + u32(k)) ^ k0)) ^ hk))
-            ds[k] = core32(xs[k], r, True, s_norm, tiny_bits, qt_a, pq, maxb, ovf, ovf,
-                           infb, _U0, _U0, _U0, _U0, _U0, _U0, _U0, _U0, nzm, _U2, himask,
-                           big_lim, False)
+            ds[k] = core32(
+                xs[k],
+                r,
+                True,
+                s_norm,
+                tiny_bits,
+                qt_a,
+                pq,
+                maxb,
+                ovf,
+                ovf,
+                infb,
+                _U0,
+                _U0,
+                _U0,
+                _U0,
+                _U0,
+                _U0,
+                _U0,
+                _U0,
+                nzm,
+                _U2,
+                himask,
+                big_lim,
+                False,
+            )
 
 
 _BLOCK = 1 << 16  # elements per parallel work item (256 KiB of fp32)
@@ -258,8 +376,12 @@ def _round_f32(xb: Any, ob: Any, p: Any, k0: Any, k1: Any, off: Any) -> None:
 # ---- parameters ----------------------------------------------------------------------------
 _ALL_ONES = -1  # all ones once stored as uint32
 # IEEE 754 §7.4: does an overflow go to inf (else to max), for (positive, negative) results
-_OVERFLOW_TO_INF = {RoundMode.RTZ: (False, False), RoundMode.RO: (False, False),
-                    RoundMode.RU: (True, False), RoundMode.RD: (False, True)}
+_OVERFLOW_TO_INF = {
+    RoundMode.RTZ: (False, False),
+    RoundMode.RO: (False, False),
+    RoundMode.RU: (True, False),
+    RoundMode.RD: (False, True),
+}
 _SR_KIND = {RoundMode.SR: 0, RoundMode.SR_BITS: 1, RoundMode.SR_EQUAL: 2}
 # bias terms (hm, om, c1, pm, nm, rom; see core32) of each deterministic mode
 BIAS = {
@@ -284,9 +406,14 @@ def thresholds(mode: RoundMode, hb: int, tie_up: bool) -> tuple[int, int]:
     if mode is RoundMode.RNE:
         t = hb - 1 if tie_up else hb  # ties go to the even 0, or up without subnormals
         return t, t
-    return {RoundMode.RNA: (hb - 1, hb - 1), RoundMode.RNZ: (hb, hb),
-            RoundMode.RTZ: (never, never), RoundMode.RU: (0, never),
-            RoundMode.RD: (never, 0), RoundMode.RO: (0, 0)}.get(mode, (never, never))
+    return {
+        RoundMode.RNA: (hb - 1, hb - 1),
+        RoundMode.RNZ: (hb, hb),
+        RoundMode.RTZ: (never, never),
+        RoundMode.RU: (0, never),
+        RoundMode.RD: (never, 0),
+        RoundMode.RO: (0, 0),
+    }.get(mode, (never, never))
 
 
 def _params32(fmt: FloatFormat, pol: EdgePolicy) -> np.ndarray | None:
@@ -319,11 +446,23 @@ def _params32(fmt: FloatFormat, pol: EdgePolicy) -> np.ndarray | None:
         infb = 0x7FC00000
     to_inf_pos, to_inf_neg = _OVERFLOW_TO_INF.get(mode, (True, True))
     rb = pol.rand_bits
-    vals = (int(mode.stochastic), 23 - m, _pow2_bits32(emin), q_t + 150, _pow2_bits32(q_t),
-            maxb, infb if to_inf_pos else maxb, infb if to_inf_neg else maxb, infb,
-            *BIAS.get(mode, (0,) * 6), *thresholds(mode, _pow2_bits32(q_t - 1), tie_up),
-            _ALL_ONES if fmt.has_neg_zero else 0, _SR_KIND.get(mode, 0),
-            ((1 << rb) - 1) << (32 - rb), 22 if tie_up else 23)
+    vals = (
+        int(mode.stochastic),
+        23 - m,
+        _pow2_bits32(emin),
+        q_t + 150,
+        _pow2_bits32(q_t),
+        maxb,
+        infb if to_inf_pos else maxb,
+        infb if to_inf_neg else maxb,
+        infb,
+        *BIAS.get(mode, (0,) * 6),
+        *thresholds(mode, _pow2_bits32(q_t - 1), tie_up),
+        _ALL_ONES if fmt.has_neg_zero else 0,
+        _SR_KIND.get(mode, 0),
+        ((1 << rb) - 1) << (32 - rb),
+        22 if tie_up else 23,
+    )
     return np.array([v & 0xFFFFFFFF for v in vals], dtype=np.uint32)
 
 
@@ -337,8 +476,9 @@ def _keys(pol: EdgePolicy, seed: int) -> tuple[np.uint32, np.uint32]:
 _CHUNK = 1 << 18
 
 
-def _run_f32(xb: np.ndarray, ob: np.ndarray, p32: np.ndarray, k0: np.uint32,
-             k1: np.uint32, offset: int) -> None:
+def _run_f32(
+    xb: np.ndarray, ob: np.ndarray, p32: np.ndarray, k0: np.uint32, k1: np.uint32, offset: int
+) -> None:
     off = np.uint64(offset)
     if xb.size < 2 * _BLOCK:  # waking the thread team costs more than the work
         _fill32(xb, ob, 0, p32, k0, k1, off)
@@ -352,8 +492,16 @@ def _run_f32(xb: np.ndarray, ob: np.ndarray, p32: np.ndarray, k0: np.uint32,
         set_parallel_chunksize(old)
 
 
-def _run_f64(fmt: Any, pol: EdgePolicy, p64: tuple[int, ...] | None, x64: np.ndarray,
-             o64: np.ndarray, k0: np.uint32, k1: np.uint32, offset: int) -> None:
+def _run_f64(
+    fmt: Any,
+    pol: EdgePolicy,
+    p64: tuple[int, ...] | None,
+    x64: np.ndarray,
+    o64: np.ndarray,
+    k0: np.uint32,
+    k1: np.uint32,
+    offset: int,
+) -> None:
     """Round a flat float64 array into ``o64`` (may be ``x64``) with the 64-bit kernels."""
     xb = x64.view(np.uint64)
     off = np.uint64(offset)
@@ -377,8 +525,9 @@ def _run_f64(fmt: Any, pol: EdgePolicy, p64: tuple[int, ...] | None, x64: np.nda
         set_parallel_chunksize(old)
 
 
-def round_numpy(x: np.ndarray, fmt: Any, pol: EdgePolicy, seed: int, offset: int,
-                out: np.ndarray | None) -> np.ndarray | None:
+def round_numpy(
+    x: np.ndarray, fmt: Any, pol: EdgePolicy, seed: int, offset: int, out: np.ndarray | None
+) -> np.ndarray | None:
     """Round ``x`` with a fused kernel; ``None`` when no kernel covers the case.
 
     ``x`` is a numpy float64/float32/float16/bfloat16 array; the result (``out`` when given,
@@ -415,7 +564,7 @@ def round_numpy(x: np.ndarray, fmt: Any, pol: EdgePolicy, seed: int, offset: int
         w_out = np.empty_like(w_in)
         for c0 in range(0, n, _CHUNK):
             c1 = min(n, c0 + _CHUNK)
-            wi, wo = w_in[:c1 - c0], w_out[:c1 - c0]
+            wi, wo = w_in[: c1 - c0], w_out[: c1 - c0]
             with np.errstate(invalid="ignore"):  # signalling NaNs
                 np.copyto(wi, xc[c0:c1], casting="unsafe")
             _run_f32(wi.view(np.uint32), wo.view(np.uint32), p32, k0, k1, offset + c0)
@@ -427,7 +576,7 @@ def round_numpy(x: np.ndarray, fmt: Any, pol: EdgePolicy, seed: int, offset: int
         buf = np.empty(min(n, _CHUNK), dtype=np.float64)
         for c0 in range(0, n, _CHUNK):
             c1 = min(n, c0 + _CHUNK)
-            b = buf[:c1 - c0]
+            b = buf[: c1 - c0]
             with np.errstate(invalid="ignore"):  # signalling NaNs
                 np.copyto(b, xc[c0:c1], casting="unsafe")
             _run_f64(fmt, pol, p64, b, b, k0, k1, offset + c0)

@@ -55,8 +55,18 @@ BLOCK = 1 << 15  # elements per parallel work item
 
 
 @njit
-def _decide64(mode: Any, odd: Any, rem: Any, sc: Any, s: Any, tie_up: Any, neg: Any,
-              r: Any, rb: Any, srb_lim: Any) -> Any:
+def _decide64(
+    mode: Any,
+    odd: Any,
+    rem: Any,
+    sc: Any,
+    s: Any,
+    tie_up: Any,
+    neg: Any,
+    r: Any,
+    rb: Any,
+    srb_lim: Any,
+) -> Any:
     """Whether the magnitude rounds up; ``rem`` holds the ``s`` dropped bits, ``sc = min(s, 54)``.
 
     ``frac = rem / 2^s``; comparisons with 1/2 use ``2*rem`` vs ``2^sc`` (exact: the kept part
@@ -215,9 +225,20 @@ def params64(fmt: FloatFormat, pol: EdgePolicy) -> tuple[int, ...] | None:
     else:
         infb = 0x7FF8000000000000
     sign_kind = 0 if fmt.has_neg_zero else (1 if fmt.signed else 2)
-    return (MODE_IDS[pol.mode], 52 - m, _pow2_bits64(emin), q_t + 1075, _pow2_bits64(q_t),
-            maxb, infb, int(tie_tiny), sign_kind, int(fmt.has_zero), pol.rand_bits,
-            (1 << pol.rand_bits) - 1)
+    return (
+        MODE_IDS[pol.mode],
+        52 - m,
+        _pow2_bits64(emin),
+        q_t + 1075,
+        _pow2_bits64(q_t),
+        maxb,
+        infb,
+        int(tie_tiny),
+        sign_kind,
+        int(fmt.has_zero),
+        pol.rand_bits,
+        (1 << pol.rand_bits) - 1,
+    )
 
 
 # ---- fixed point -------------------------------------------------------------------------------
@@ -263,8 +284,11 @@ def fixed_core(a: Any, r: Any, q: Any, step: Any) -> Any:
         low = low if sh < 64 else _V0
         low = u64(u64(_V0 - low) & mask) if neg else low
         # two's complement: codes at or above 2^(bits-1) are negative
-        code = np.int64(low) - np.int64(mask) - np.int64(1) if (signed and low >= lim_neg) \
+        code = (
+            np.int64(low) - np.int64(mask) - np.int64(1)
+            if (signed and low >= lim_neg)
             else np.int64(low)
+        )
         val = np.float64(code) * step
     else:
         over = sig > u64(lim >> shl) if sh >= 0 else mag > lim
@@ -277,8 +301,7 @@ def fixed_core(a: Any, r: Any, q: Any, step: Any) -> Any:
 
 
 @njit(cache=True, fastmath=False)
-def fill_fixed(xs: Any, ds: Any, x0: Any, q: Any, step: Any, k0: Any, k1: Any,
-               off: Any) -> None:
+def fill_fixed(xs: Any, ds: Any, x0: Any, q: Any, step: Any, k0: Any, k1: Any, off: Any) -> None:
     """``ds[k]`` = float64 value of ``xs[k]`` (fp64 bits) on a fixed-point grid; serial."""
     if q[0] >= SR:
         for k in range(xs.size):
@@ -303,5 +326,14 @@ def fixed_params(fmt: FixedFormat | IntFormat, pol: EdgePolicy) -> tuple[int, ..
     largest negated negative code, ``2^bits - 1``, wrap, signed, rand_bits,
     ``2^rand_bits - 1``."""
     f = fmt.fixed if isinstance(fmt, IntFormat) else fmt
-    return (MODE_IDS[pol.mode], f.frac_bits, f.code_max, -f.code_min, (1 << f.bits) - 1,
-            int(pol.overflow == "wrap"), int(f.signed), pol.rand_bits, (1 << pol.rand_bits) - 1)
+    return (
+        MODE_IDS[pol.mode],
+        f.frac_bits,
+        f.code_max,
+        -f.code_min,
+        (1 << f.bits) - 1,
+        int(pol.overflow == "wrap"),
+        int(f.signed),
+        pol.rand_bits,
+        (1 << pol.rand_bits) - 1,
+    )

@@ -30,8 +30,18 @@ WRAP, SATURATE = 0, 1
 
 
 @njit(cache=True)
-def intgemm_kernel(a: Any, b: Any, lo: int, hi: int, acc_bits: int, signed: bool, mode: int,
-                   values: Any, counts: Any, maxabs: Any) -> None:
+def intgemm_kernel(
+    a: Any,
+    b: Any,
+    lo: int,
+    hi: int,
+    acc_bits: int,
+    signed: bool,
+    mode: int,
+    values: Any,
+    counts: Any,
+    maxabs: Any,
+) -> None:
     """Fill ``values``, ``counts`` (overflow steps) and ``maxabs`` (largest |exact partial sum|)
     of every output of ``a @ b``; all arrays int64, ``a`` (B, M, K), ``b`` (B, K, N), outputs
     (B, M, N).

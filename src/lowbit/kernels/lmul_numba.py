@@ -92,8 +92,7 @@ def lmul_vector(x: Any, y: Any, cst: int, off: int, literal: bool) -> Any:
 
 
 @njit(parallel=True, cache=True)
-def lmul_gemm(A: Any, B: Any, ia: Any, ib: Any, C: Any, cst: int, off: int,
-              literal: bool) -> None:
+def lmul_gemm(A: Any, B: Any, ia: Any, ib: Any, C: Any, cst: int, off: int, literal: bool) -> None:
     """C[t, i, :] = sequential float32 sum over k of L-Mul(A[ia[t], i, k], B[ib[t], k, :])."""
     nt, M, _ = C.shape
     for row in prange(nt * M):
@@ -101,8 +100,9 @@ def lmul_gemm(A: Any, B: Any, ia: Any, ib: Any, C: Any, cst: int, off: int,
 
 
 @njit(cache=True)
-def _gen_row(A: Any, B: Any, ia: Any, ib: Any, C: Any, cst: int, off: int, literal: bool,
-             row: int) -> None:
+def _gen_row(
+    A: Any, B: Any, ia: Any, ib: Any, C: Any, cst: int, off: int, literal: bool, row: int
+) -> None:
     _, M, N = C.shape
     K = A.shape[2]
     t = row // M

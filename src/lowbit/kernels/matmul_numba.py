@@ -173,8 +173,18 @@ def _zero_sum(c: float, t: float, rd: bool) -> float:
 
 # ---- scalar rounding onto a float format ---------------------------------------------------------
 @njit(inline="always")
-def _rnd(v: float, m: int, emin: int, fmax: float, infv: float, mode: int, fnuz: bool,
-         rb: int, r: int, stoch: bool) -> float:
+def _rnd(
+    v: float,
+    m: int,
+    emin: int,
+    fmax: float,
+    infv: float,
+    mode: int,
+    fnuz: bool,
+    rb: int,
+    r: int,
+    stoch: bool,
+) -> float:
     """Round the float64 ``v`` onto the format (``man_bits=m``, ``emin``, largest ``fmax``).
 
     ``infv`` is what an overflow to infinity becomes (inf, NaN or ``fmax`` when saturating);
@@ -241,8 +251,7 @@ def _rnd(v: float, m: int, emin: int, fmax: float, infv: float, mode: int, fnuz:
 
 
 @njit(inline="always")
-def _rne(v: float, m: int, emin: int, qmax: int, fmax: float, infv: float, fnuz: bool
-         ) -> float:
+def _rne(v: float, m: int, emin: int, qmax: int, fmax: float, infv: float, fnuz: bool) -> float:
     """:func:`_rnd` for mode RNE, by the float64 hardware: ``(v + C) - C`` with
     ``C = 1.5 * 2^(q + 52)`` rounds v to a multiple of 2^q, ties to even, exactly (the sum lies
     in the binade [2^(q+52), 2^(q+53)) whose spacing is 2^q, since |v| < 2^(q+51) for
@@ -266,8 +275,7 @@ def _rne(v: float, m: int, emin: int, qmax: int, fmax: float, infv: float, fnuz:
 
 
 @njit(cache=True)
-def rne_vector(x: Any, m: int, emin: int, qmax: int, fmax: float, infv: float, fnuz: bool
-               ) -> Any:
+def rne_vector(x: Any, m: int, emin: int, qmax: int, fmax: float, infv: float, fnuz: bool) -> Any:
     """``_rne`` over a float64 vector (tests it against the reference)."""
     out = np.empty_like(x)
     for t in range(x.size):
@@ -276,15 +284,27 @@ def rne_vector(x: Any, m: int, emin: int, qmax: int, fmax: float, infv: float, f
 
 
 @njit(cache=True)
-def _rnd_any(v: float, m: int, emin: int, fmax: float, infv: float, mode: int, fnuz: bool,
-             rb: int, r: int) -> float:
+def _rnd_any(
+    v: float, m: int, emin: int, fmax: float, infv: float, mode: int, fnuz: bool, rb: int, r: int
+) -> float:
     """:func:`_rnd` for any mode (an ordinary call: used off the vectorized paths)."""
     return _rnd(v, m, emin, fmax, infv, mode, fnuz, rb, r, True)
 
 
 @njit(cache=True)
-def round_vector(x: Any, m: int, emin: int, fmax: float, infv: float, mode: int, fnuz: bool,
-                 rb: int, k0: int, k1: int, offset: int) -> Any:
+def round_vector(
+    x: Any,
+    m: int,
+    emin: int,
+    fmax: float,
+    infv: float,
+    mode: int,
+    fnuz: bool,
+    rb: int,
+    k0: int,
+    k1: int,
+    offset: int,
+) -> Any:
     """``_rnd`` over a float64 vector, draws ``offset + i`` (tests it against the reference)."""
     out = np.empty_like(x)
     for t in range(x.size):
@@ -349,8 +369,9 @@ def _msum_rn(part: Any, n: int) -> float:
 
 
 @njit(cache=True)
-def _sum_exact(vals: Any, n: int, part: Any, negz: bool, posz: bool, rd: bool
-               ) -> tuple[float, float]:
+def _sum_exact(
+    vals: Any, n: int, part: Any, negz: bool, posz: bool, rd: bool
+) -> tuple[float, float]:
     """(RN, round-to-odd) float64 values of the exact sum of vals[:n].
 
     ``negz``/``posz``: every logical term is −0 / +0 (an exact zero sum is −0 if all terms are
@@ -488,8 +509,20 @@ def lmul_vector64(x: Any, y: Any, lmc: int) -> Any:
 
 
 @njit(cache=True)
-def _lmul_terms(a: float, B: Any, bb: int, k: int, j0: int, jn: int, th: Any, tl: Any, P: Any,
-                base: int, sj: int, lmc: int) -> None:
+def _lmul_terms(
+    a: float,
+    B: Any,
+    bb: int,
+    k: int,
+    j0: int,
+    jn: int,
+    th: Any,
+    tl: Any,
+    P: Any,
+    base: int,
+    sj: int,
+    lmc: int,
+) -> None:
     """th[:jn] = L-Mul products a ∘ B[bb, k, j0:j0+jn] (rounded in stage P), tl[:jn] = 0."""
     for jj in range(jn):
         th[jj] = _lmul64(a, np.float64(B[bb, k, j0 + jj]), lmc)
@@ -500,8 +533,7 @@ def _lmul_terms(a: float, B: Any, bb: int, k: int, j0: int, jn: int, th: Any, tl
 
 
 @njit(cache=True)
-def _term(a: float, b: float, exact: bool, P: Any, idx: int, lmc: int
-          ) -> tuple[float, float]:
+def _term(a: float, b: float, exact: bool, P: Any, idx: int, lmc: int) -> tuple[float, float]:
     """One term: (hi, lo) with hi + lo the exact product (the L-Mul product when ``lmc``),
     or the product rounded in stage P (then lo = 0)."""
     if lmc != 0:
@@ -522,8 +554,20 @@ def _term(a: float, b: float, exact: bool, P: Any, idx: int, lmc: int
 
 
 @njit(inline="always")
-def _fast_terms(a: float, B: Any, bb: int, k: int, j0: int, jn: int, th: Any, P: Any,
-                base: int, sj: int, stoch: bool, rne: bool) -> None:
+def _fast_terms(
+    a: float,
+    B: Any,
+    bb: int,
+    k: int,
+    j0: int,
+    jn: int,
+    th: Any,
+    P: Any,
+    base: int,
+    sj: int,
+    stoch: bool,
+    rne: bool,
+) -> None:
     """th[:jn] = round(a * B[bb, k, j0:j0+jn]) for exact products (vectorized loop); the draw
     of column jj has index base + jj * sj."""
     _, m, emin, fmax, infv, mode, fnuz, rb, k0, k1, qmax = P
@@ -533,31 +577,48 @@ def _fast_terms(a: float, B: Any, bb: int, k: int, j0: int, jn: int, th: Any, P:
     else:
         for jj in range(jn):
             r = _bits(base + jj * sj, k0, k1) if stoch else 0
-            th[jj] = _rnd(a * np.float64(B[bb, k, j0 + jj]), m, emin, fmax, infv, mode, fnuz,
-                          rb, r, stoch)
+            th[jj] = _rnd(
+                a * np.float64(B[bb, k, j0 + jj]), m, emin, fmax, infv, mode, fnuz, rb, r, stoch
+            )
 
 
 @njit(cache=True)
-def _terms_det(a: float, B: Any, bb: int, k: int, j0: int, jn: int, th: Any, P: Any,
-               base: int, sj: int) -> None:
+def _terms_det(
+    a: float, B: Any, bb: int, k: int, j0: int, jn: int, th: Any, P: Any, base: int, sj: int
+) -> None:
     _fast_terms(a, B, bb, k, j0, jn, th, P, base, sj, False, False)
 
 
 @njit(cache=True)
-def _terms_sr(a: float, B: Any, bb: int, k: int, j0: int, jn: int, th: Any, P: Any,
-              base: int, sj: int) -> None:
+def _terms_sr(
+    a: float, B: Any, bb: int, k: int, j0: int, jn: int, th: Any, P: Any, base: int, sj: int
+) -> None:
     _fast_terms(a, B, bb, k, j0, jn, th, P, base, sj, True, False)
 
 
 @njit(cache=True)
-def _terms_rne(a: float, B: Any, bb: int, k: int, j0: int, jn: int, th: Any, P: Any,
-               base: int, sj: int) -> None:
+def _terms_rne(
+    a: float, B: Any, bb: int, k: int, j0: int, jn: int, th: Any, P: Any, base: int, sj: int
+) -> None:
     _fast_terms(a, B, bb, k, j0, jn, th, P, base, sj, False, True)
 
 
 @njit(cache=True)
-def _fill_terms(a: float, B: Any, bb: int, k: int, j0: int, jn: int, th: Any, tl: Any,
-                exact: bool, P: Any, base: int, sj: int, lmc: int) -> None:
+def _fill_terms(
+    a: float,
+    B: Any,
+    bb: int,
+    k: int,
+    j0: int,
+    jn: int,
+    th: Any,
+    tl: Any,
+    exact: bool,
+    P: Any,
+    base: int,
+    sj: int,
+    lmc: int,
+) -> None:
     """th[:jn], tl[:jn] = the terms of a * B[bb, k, j0:j0+jn] (L-Mul products when ``lmc``);
     draw index base + jj * sj."""
     if lmc != 0:
@@ -584,8 +645,9 @@ def _fill_terms(a: float, B: Any, bb: int, k: int, j0: int, jn: int, th: Any, tl
 
 # ---- accumulation steps --------------------------------------------------------------------------
 @njit(cache=True)
-def _add_terms(ch: float, cl: float, th: float, tl: float, Q: Any, idx: int, part: Any,
-               vals: Any) -> float:
+def _add_terms(
+    ch: float, cl: float, th: float, tl: float, Q: Any, idx: int, part: Any, vals: Any
+) -> float:
     """Round the exact sum of two logical terms (ch + cl) + (th + tl) in accumulator stage Q."""
     rd = Q[5] == RD
     if cl == 0.0 and tl == 0.0:
@@ -597,14 +659,14 @@ def _add_terms(ch: float, cl: float, th: float, tl: float, Q: Any, idx: int, par
     vals[1] = cl
     vals[2] = th
     vals[3] = tl
-    hi, v = _sum_exact(vals, 4, part, _is_negz(ch) & _is_negz(th),
-                       _is_posz(ch) & _is_posz(th), rd)
+    hi, v = _sum_exact(vals, 4, part, _is_negz(ch) & _is_negz(th), _is_posz(ch) & _is_posz(th), rd)
     return _stage(hi if Q[0] == NATIVE else v, Q, idx)
 
 
 @njit(inline="always")
-def _fast_add(ch: Any, rh: Any, jn: int, Q: Any, base: int, sj: int, stoch: bool,
-              rne: bool) -> None:
+def _fast_add(
+    ch: Any, rh: Any, jn: int, Q: Any, base: int, sj: int, stoch: bool, rne: bool
+) -> None:
     """ch[jj] = round(ch[jj] + rh[jj]) for single-double terms (vectorized loop).
 
     Outside RD the float64 sum already carries the right sign of an exact zero.
@@ -641,8 +703,19 @@ def _add_rne(ch: Any, rh: Any, jn: int, Q: Any, base: int, sj: int) -> None:
 
 
 @njit(cache=True)
-def _acc_add(ch: Any, cl: Any, rh: Any, rl: Any, jn: int, Q: Any, base: int, sj: int,
-             lo_zero: bool, part: Any, vals: Any) -> None:
+def _acc_add(
+    ch: Any,
+    cl: Any,
+    rh: Any,
+    rl: Any,
+    jn: int,
+    Q: Any,
+    base: int,
+    sj: int,
+    lo_zero: bool,
+    part: Any,
+    vals: Any,
+) -> None:
     """ch[:jn] = round(ch + cl + rh + rl) elementwise in stage Q (cl = rl = 0 if lo_zero)."""
     if lo_zero and Q[0] == EMUL:
         if Q[5] >= SR:
@@ -656,14 +729,25 @@ def _acc_add(ch: Any, cl: Any, rh: Any, rl: Any, jn: int, Q: Any, base: int, sj:
             ch[jj] = ch[jj] + rh[jj]
     else:
         for jj in range(jn):
-            ch[jj] = _add_terms(ch[jj], cl[jj], rh[jj], rl[jj], Q, base + jj * sj, part,
-                                vals)
+            ch[jj] = _add_terms(ch[jj], cl[jj], rh[jj], rl[jj], Q, base + jj * sj, part, vals)
 
 
 # ---- order = "sequential" ------------------------------------------------------------------------
 @njit(parallel=True, cache=True)
-def gemm_sequential(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, Q: Any,
-                    jb: int, si: int, sj: int, lmc: int) -> None:
+def gemm_sequential(
+    A: Any,
+    B: Any,
+    ia: Any,
+    ib: Any,
+    C: Any,
+    exact: bool,
+    P: Any,
+    Q: Any,
+    jb: int,
+    si: int,
+    sj: int,
+    lmc: int,
+) -> None:
     """C[t, i, j] = the sequential emulated dot product of A[ia[t], i, :] and B[ib[t], :, j].
 
     Step k rounds c + t_k in stage Q (k = 0: t_0 alone); draws of the product (P) and the
@@ -677,8 +761,21 @@ def gemm_sequential(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: An
 
 
 @njit(cache=True)
-def _seq_row(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, Q: Any, jb: int,
-             si: int, sj: int, row: int, lmc: int) -> None:
+def _seq_row(
+    A: Any,
+    B: Any,
+    ia: Any,
+    ib: Any,
+    C: Any,
+    exact: bool,
+    P: Any,
+    Q: Any,
+    jb: int,
+    si: int,
+    sj: int,
+    row: int,
+    lmc: int,
+) -> None:
     """One output row of :func:`gemm_sequential`, in column chunks of ``jb``."""
     nb, M, N = C.shape
     K = A.shape[2]
@@ -699,13 +796,11 @@ def _seq_row(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, Q: A
         o0 = t * M * N + i * si + j0 * sj
         for k in range(K):
             base = k * n_out + o0
-            _fill_terms(np.float64(A[ba, i, k]), B, bb, k, j0, jn, th, tl, exact, P, base, sj,
-                        lmc)
+            _fill_terms(np.float64(A[ba, i, k]), B, bb, k, j0, jn, th, tl, exact, P, base, sj, lmc)
             if k == 0:
                 for jj in range(jn):
                     h = th[jj]
-                    cc[jj] = _stage(h if Q[0] == NATIVE else _odd53(h, tl[jj]), Q,
-                                    base + jj * sj)
+                    cc[jj] = _stage(h if Q[0] == NATIVE else _odd53(h, tl[jj]), Q, base + jj * sj)
             else:
                 _acc_add(cc, cl, th, tl, jn, Q, base, sj, lo_zero, part, vals)
         if K == 0:
@@ -717,8 +812,20 @@ def _seq_row(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, Q: A
 
 # ---- order = "pairwise" --------------------------------------------------------------------------
 @njit(parallel=True, cache=True)
-def gemm_pairwise(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, Q: Any,
-                  jb: int, si: int, sj: int, lmc: int) -> None:
+def gemm_pairwise(
+    A: Any,
+    B: Any,
+    ia: Any,
+    ib: Any,
+    C: Any,
+    exact: bool,
+    P: Any,
+    Q: Any,
+    jb: int,
+    si: int,
+    sj: int,
+    lmc: int,
+) -> None:
     """Pairwise (binary tree) summation of the K terms, every internal node rounded in Q.
 
     The tree pairs neighbours level by level (an odd last element moves up unpaired); it is
@@ -733,8 +840,21 @@ def gemm_pairwise(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any,
 
 
 @njit(cache=True)
-def _pair_row(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, Q: Any, jb: int,
-              si: int, sj: int, row: int, lmc: int) -> None:
+def _pair_row(
+    A: Any,
+    B: Any,
+    ia: Any,
+    ib: Any,
+    C: Any,
+    exact: bool,
+    P: Any,
+    Q: Any,
+    jb: int,
+    si: int,
+    sj: int,
+    row: int,
+    lmc: int,
+) -> None:
     """One output row of :func:`gemm_pairwise`."""
     nb, M, N = C.shape
     K = A.shape[2]
@@ -759,8 +879,21 @@ def _pair_row(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, Q: 
         d = 0
         for k in range(K + 1):
             if k < K:
-                _fill_terms(np.float64(A[ba, i, k]), B, bb, k, j0, jn, sh[d], sl[d], exact, P,
-                            k * n_out + o0, sj, lmc)
+                _fill_terms(
+                    np.float64(A[ba, i, k]),
+                    B,
+                    bb,
+                    k,
+                    j0,
+                    jn,
+                    sh[d],
+                    sl[d],
+                    exact,
+                    P,
+                    k * n_out + o0,
+                    sj,
+                    lmc,
+                )
                 start[d] = k
                 size[d] = 1
                 d += 1
@@ -768,8 +901,19 @@ def _pair_row(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, Q: 
             while d >= 2 and (size[d - 1] == size[d - 2] or k == K):
                 lh = sh[d - 2]
                 ll = sl[d - 2]
-                _acc_add(lh, ll, sh[d - 1], sl[d - 1], jn, Q, (start[d - 1] - 1) * n_out + o0,
-                         sj, lo_zero, part, vals)
+                _acc_add(
+                    lh,
+                    ll,
+                    sh[d - 1],
+                    sl[d - 1],
+                    jn,
+                    Q,
+                    (start[d - 1] - 1) * n_out + o0,
+                    sj,
+                    lo_zero,
+                    part,
+                    vals,
+                )
                 for jj in range(jn):
                     ll[jj] = 0.0
                 size[d - 2] += size[d - 1]
@@ -779,16 +923,32 @@ def _pair_row(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, Q: 
                 C[t, i, j0 + jj] = 0.0
             elif K == 1:
                 h = sh[0, jj]
-                C[t, i, j0 + jj] = _stage(h if Q[0] == NATIVE else _odd53(h, sl[0, jj]), Q,
-                                          o0 + jj * sj)
+                C[t, i, j0 + jj] = _stage(
+                    h if Q[0] == NATIVE else _odd53(h, sl[0, jj]), Q, o0 + jj * sj
+                )
             else:
                 C[t, i, j0 + jj] = sh[0, jj]
 
 
 # ---- order = "blocked" ---------------------------------------------------------------------------
 @njit(parallel=True, cache=True)
-def gemm_blocked(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, Q: Any,
-                 jb: int, si: int, sj: int, bk: int, fma: bool, plain: bool, lmc: int) -> None:
+def gemm_blocked(
+    A: Any,
+    B: Any,
+    ia: Any,
+    ib: Any,
+    C: Any,
+    exact: bool,
+    P: Any,
+    Q: Any,
+    jb: int,
+    si: int,
+    sj: int,
+    bk: int,
+    fma: bool,
+    plain: bool,
+    lmc: int,
+) -> None:
     """Blocks of ``bk`` terms summed exactly, then folded into the accumulator.
 
     ``fma=False``: the block sum g is rounded in Q (draw step 2b), then c = round(c + g) (step
@@ -822,8 +982,24 @@ def _blk_sum2(th: Any, tl: Any, ss: Any, ls: Any, bad: Any, jn: int) -> None:
 
 
 @njit(cache=True)
-def _blk_row(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, Q: Any, jb: int,
-             si: int, sj: int, bk: int, fma: bool, plain: bool, row: int, lmc: int) -> None:
+def _blk_row(
+    A: Any,
+    B: Any,
+    ia: Any,
+    ib: Any,
+    C: Any,
+    exact: bool,
+    P: Any,
+    Q: Any,
+    jb: int,
+    si: int,
+    sj: int,
+    bk: int,
+    fma: bool,
+    plain: bool,
+    row: int,
+    lmc: int,
+) -> None:
     """One output row of :func:`gemm_blocked`."""
     nb, M, N = C.shape
     K = A.shape[2]
@@ -859,8 +1035,7 @@ def _blk_row(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, Q: A
                     for jj in range(jn):
                         ss[jj] += a * np.float64(B[bb, k, j0 + jj])
                 else:
-                    _fill_terms(a, B, bb, k, j0, jn, th, tl, exact, P, k * n_out + o0, sj,
-                                lmc)
+                    _fill_terms(a, B, bb, k, j0, jn, th, tl, exact, P, k * n_out + o0, sj, lmc)
                     _blk_sum2(th, tl, ss, ls, bad, jn)
             for jj in range(jn):
                 o = o0 + jj * sj
@@ -875,8 +1050,14 @@ def _blk_row(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, Q: A
                         vals[0] = c
                         n = 1
                     for k in range(ka, kb):
-                        h, lo = _term(np.float64(A[ba, i, k]), np.float64(B[bb, k, j0 + jj]),
-                                      exact, P, k * n_out + o, lmc)
+                        h, lo = _term(
+                            np.float64(A[ba, i, k]),
+                            np.float64(B[bb, k, j0 + jj]),
+                            exact,
+                            P,
+                            k * n_out + o,
+                            lmc,
+                        )
                         negz = negz & _is_negz(h)
                         posz = posz & _is_posz(h)
                         vals[n] = h
@@ -897,16 +1078,30 @@ def _blk_row(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, Q: A
                     if g == 0:
                         cc[jj] = gv
                     else:
-                        cc[jj] = _add_terms(c, 0.0, gv, 0.0, Q, (2 * g + 1) * n_out + o, part,
-                                            vals)
+                        cc[jj] = _add_terms(c, 0.0, gv, 0.0, Q, (2 * g + 1) * n_out + o, part, vals)
         for jj in range(jn):
             C[t, i, j0 + jj] = cc[jj] if K > 0 else 0.0
 
 
 # ---- acc = "quire": the exact sum of all K terms, rounded once -----------------------------------
 @njit(parallel=True, cache=True)
-def gemm_quire(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, jb: int, si: int,
-               sj: int, lmc: int, sig: Any, nbin: int, rd: bool, native: bool) -> None:
+def gemm_quire(
+    A: Any,
+    B: Any,
+    ia: Any,
+    ib: Any,
+    C: Any,
+    exact: bool,
+    P: Any,
+    jb: int,
+    si: int,
+    sj: int,
+    lmc: int,
+    sig: Any,
+    nbin: int,
+    rd: bool,
+    native: bool,
+) -> None:
     """C[t, i, j] = the exact sum of the K terms of output (t, i, j), as a float64: its RN
     value (``native``) or its round-to-odd value (to be rounded once more by the caller).
 
@@ -942,9 +1137,24 @@ def _bin_add(x: Any, bins: Any, sig: Any, nbin: int, jn: int) -> None:
 
 
 @njit(cache=True)
-def _quire_row(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, jb: int,
-               si: int, sj: int, lmc: int, sig: Any, nbin: int, rd: bool, native: bool,
-               row: int) -> None:
+def _quire_row(
+    A: Any,
+    B: Any,
+    ia: Any,
+    ib: Any,
+    C: Any,
+    exact: bool,
+    P: Any,
+    jb: int,
+    si: int,
+    sj: int,
+    lmc: int,
+    sig: Any,
+    nbin: int,
+    rd: bool,
+    native: bool,
+    row: int,
+) -> None:
     """One output row of :func:`gemm_quire`."""
     nb, M, N = C.shape
     K = A.shape[2]
@@ -967,8 +1177,21 @@ def _quire_row(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, jb
                 for jj in range(jn):
                     bins[b, jj] = 0.0
             for k in range(K):
-                _fill_terms(np.float64(A[ba, i, k]), B, bb, k, j0, jn, th, tl, exact, P,
-                            k * n_out + o0, sj, lmc)
+                _fill_terms(
+                    np.float64(A[ba, i, k]),
+                    B,
+                    bb,
+                    k,
+                    j0,
+                    jn,
+                    th,
+                    tl,
+                    exact,
+                    P,
+                    k * n_out + o0,
+                    sj,
+                    lmc,
+                )
                 _bin_add(th, bins, sig, nbin, jn)
                 if not exact:
                     _bin_add(tl, bins, sig, nbin, jn)
@@ -991,8 +1214,14 @@ def _quire_row(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, jb
                     negz = True
                     posz = True
                     for k in range(K):
-                        h, lo = _term(np.float64(A[ba, i, k]), np.float64(B[bb, k, j0 + jj]),
-                                      exact, P, k * n_out + o, lmc)
+                        h, lo = _term(
+                            np.float64(A[ba, i, k]),
+                            np.float64(B[bb, k, j0 + jj]),
+                            exact,
+                            P,
+                            k * n_out + o,
+                            lmc,
+                        )
                         negz = negz & _is_negz(h)
                         posz = posz & _is_posz(h)
                     z = -0.0 if (negz or (rd and not posz)) else 0.0
@@ -1003,8 +1232,14 @@ def _quire_row(A: Any, B: Any, ia: Any, ib: Any, C: Any, exact: bool, P: Any, jb
                 posz = True
                 n = 0
                 for k in range(K):
-                    h, lo = _term(np.float64(A[ba, i, k]), np.float64(B[bb, k, j0 + jj]),
-                                  exact, P, k * n_out + o, lmc)
+                    h, lo = _term(
+                        np.float64(A[ba, i, k]),
+                        np.float64(B[bb, k, j0 + jj]),
+                        exact,
+                        P,
+                        k * n_out + o,
+                        lmc,
+                    )
                     negz = negz & _is_negz(h)
                     posz = posz & _is_posz(h)
                     vals[n] = h

@@ -67,8 +67,19 @@ def _mix32(x: Any) -> Any:  # the lowbias32 finaliser of randbits, on uint64 hol
 
 
 @njit(inline="always")
-def _round1(x: float, nb: int, es: int, maxpos: float, minpos: float, sr: bool, rb: int,
-            two_rb: float, k0: Any, k1: Any, idx: Any) -> float:
+def _round1(
+    x: float,
+    nb: int,
+    es: int,
+    maxpos: float,
+    minpos: float,
+    sr: bool,
+    rb: int,
+    two_rb: float,
+    k0: Any,
+    k1: Any,
+    idx: Any,
+) -> float:
     """Round one float64 to posit<nb + 1, es>; returns the float64 value (NaN for NaR)."""
     ax = abs(x)
     # Clamp first (never round to 0 or overflow: minpos <= |x| <= maxpos, both exact
@@ -103,8 +114,20 @@ def _round1(x: float, nb: int, es: int, maxpos: float, minpos: float, sr: bool, 
 
 
 @njit(parallel=True, cache=True)
-def _posit_f32(xb: Any, ob: Any, nb: int, es: int, maxpos: float, minpos: float, sr: bool,
-               rb: int, two_rb: float, k0: Any, k1: Any, offset: Any) -> None:
+def _posit_f32(
+    xb: Any,
+    ob: Any,
+    nb: int,
+    es: int,
+    maxpos: float,
+    minpos: float,
+    sr: bool,
+    rb: int,
+    two_rb: float,
+    k0: Any,
+    k1: Any,
+    offset: Any,
+) -> None:
     for i in prange(xb.size):
         x = np.float64(_bits_f32(xb[i]))
         res = _round1(x, nb, es, maxpos, minpos, sr, rb, two_rb, k0, k1, offset + np.uint64(i))
@@ -112,16 +135,29 @@ def _posit_f32(xb: Any, ob: Any, nb: int, es: int, maxpos: float, minpos: float,
 
 
 @njit(parallel=True, cache=True)
-def _posit_f64(xb: Any, ob: Any, nb: int, es: int, maxpos: float, minpos: float, sr: bool,
-               rb: int, two_rb: float, k0: Any, k1: Any, offset: Any) -> None:
+def _posit_f64(
+    xb: Any,
+    ob: Any,
+    nb: int,
+    es: int,
+    maxpos: float,
+    minpos: float,
+    sr: bool,
+    rb: int,
+    two_rb: float,
+    k0: Any,
+    k1: Any,
+    offset: Any,
+) -> None:
     for i in prange(xb.size):
         x = _bits_f64(xb[i])
         res = _round1(x, nb, es, maxpos, minpos, sr, rb, two_rb, k0, k1, offset + np.uint64(i))
         ob[i] = _f64_bits(res)
 
 
-def round_numpy(x: np.ndarray, fmt: Any, pol: Any, seed: int, offset: int,
-                out: np.ndarray | None) -> np.ndarray | None:
+def round_numpy(
+    x: np.ndarray, fmt: Any, pol: Any, seed: int, offset: int, out: np.ndarray | None
+) -> np.ndarray | None:
     """Round ``x`` to the posit format ``fmt``; ``None`` when this kernel does not cover it.
 
     Args:
@@ -153,8 +189,20 @@ def round_numpy(x: np.ndarray, fmt: Any, pol: Any, seed: int, offset: int,
     res = out if direct else buffers.empty(x.shape, cdt)
     sr = pol.mode is RoundMode.SR
     k0, k1 = seed_keys(seed) if sr else (0, 0)
-    kern(src.view(udt), res.reshape(-1).view(udt), fmt.n - 1, fmt.es, fmt.max, fmt.min_normal,
-         sr, pol.rand_bits, 2.0**pol.rand_bits, np.uint64(k0), np.uint64(k1), np.uint64(offset))
+    kern(
+        src.view(udt),
+        res.reshape(-1).view(udt),
+        fmt.n - 1,
+        fmt.es,
+        fmt.max,
+        fmt.min_normal,
+        sr,
+        pol.rand_bits,
+        2.0**pol.rand_bits,
+        np.uint64(k0),
+        np.uint64(k1),
+        np.uint64(offset),
+    )
     if dt != cdt:
         with np.errstate(over="ignore"):
             res = res.astype(dt)

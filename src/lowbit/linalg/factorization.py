@@ -54,8 +54,14 @@ class LUFactors:
         return iter((self.L, self.U, self.perm))
 
 
-def lu(A: Any, fmt: Format | str | None = None, mode: RoundMode | str | None = None, *,
-       fma: bool = False, seed: int | None = None) -> LUFactors:
+def lu(
+    A: Any,
+    fmt: Format | str | None = None,
+    mode: RoundMode | str | None = None,
+    *,
+    fma: bool = False,
+    seed: int | None = None,
+) -> LUFactors:
     """LU factorization with partial pivoting, every operation rounded to ``fmt``.
 
     Args:
@@ -82,8 +88,10 @@ def lu(A: Any, fmt: Format | str | None = None, mode: RoundMode | str | None = N
     if a.ndim != 2 or a.shape[0] != a.shape[1]:
         raise ValueError(f"lu needs a square matrix, got shape {a.shape}")
     n = a.shape[0]
-    a = np.asarray(_round(a, stream.fmt, "rne", subnormals=stream.subnormals,
-                          overflow=stream.overflow), dtype=np.float64).copy()
+    a = np.asarray(
+        _round(a, stream.fmt, "rne", subnormals=stream.subnormals, overflow=stream.overflow),
+        dtype=np.float64,
+    ).copy()
     perm = np.arange(n)
     zero_pivot = -1
     with use_stream(stream), serial_kernels(), np.errstate(all="ignore"):
@@ -97,25 +105,32 @@ def lu(A: Any, fmt: Format | str | None = None, mode: RoundMode | str | None = N
                 if zero_pivot < 0:
                     zero_pivot = k
                 continue  # column already zero below the diagonal: nothing to eliminate
-            lcol = np.asarray(ops.div(a[k + 1:, k], a[k, k]), dtype=np.float64)
-            a[k + 1:, k] = lcol
-            urow = a[k, k + 1:][None, :]
-            block = a[k + 1:, k + 1:]
+            lcol = np.asarray(ops.div(a[k + 1 :, k], a[k, k]), dtype=np.float64)
+            a[k + 1 :, k] = lcol
+            urow = a[k, k + 1 :][None, :]
+            block = a[k + 1 :, k + 1 :]
             if fma:
-                a[k + 1:, k + 1:] = ops.fma(-lcol[:, None], urow, block)
+                a[k + 1 :, k + 1 :] = ops.fma(-lcol[:, None], urow, block)
             else:
-                a[k + 1:, k + 1:] = ops.sub(block, ops.mul(lcol[:, None], urow))
+                a[k + 1 :, k + 1 :] = ops.sub(block, ops.mul(lcol[:, None], urow))
         if n and a[n - 1, n - 1] == 0 and zero_pivot < 0:
             zero_pivot = n - 1
     L = np.tril(a, -1) + np.eye(n)
     U = np.triu(a)
-    return LUFactors(L, U, perm, stream.fmt.name, stream.mode.value, fma, zero_pivot,
-                     bool(np.isfinite(a).all()))
+    return LUFactors(
+        L, U, perm, stream.fmt.name, stream.mode.value, fma, zero_pivot, bool(np.isfinite(a).all())
+    )
 
 
-def lu_solve(factors: LUFactors, b: Any, fmt: Format | str | None = None,
-             mode: RoundMode | str | None = None, *, fma: bool | None = None,
-             seed: int | None = None) -> np.ndarray:
+def lu_solve(
+    factors: LUFactors,
+    b: Any,
+    fmt: Format | str | None = None,
+    mode: RoundMode | str | None = None,
+    *,
+    fma: bool | None = None,
+    seed: int | None = None,
+) -> np.ndarray:
     """Solve ``A x = b`` with the factors, every operation rounded to ``fmt``.
 
     Forward substitution with the unit lower factor, then back substitution, both
@@ -138,11 +153,13 @@ def lu_solve(factors: LUFactors, b: Any, fmt: Format | str | None = None,
     L, U = factors.L, factors.U
     n = L.shape[0]
     y = np.asarray(b, dtype=np.float64)[factors.perm]
-    y = np.asarray(_round(y, stream.fmt, "rne", subnormals=stream.subnormals,
-                          overflow=stream.overflow), dtype=np.float64).copy()
+    y = np.asarray(
+        _round(y, stream.fmt, "rne", subnormals=stream.subnormals, overflow=stream.overflow),
+        dtype=np.float64,
+    ).copy()
     with use_stream(stream), serial_kernels(), np.errstate(all="ignore"):
         for j in range(n - 1):
-            _update(y, j + 1, None, L[j + 1:, j], y[j], use_fma)
+            _update(y, j + 1, None, L[j + 1 :, j], y[j], use_fma)
         for j in range(n - 1, -1, -1):
             y[j] = ops.div(y[j], U[j, j])
             if j:
@@ -150,8 +167,9 @@ def lu_solve(factors: LUFactors, b: Any, fmt: Format | str | None = None,
     return y
 
 
-def _update(y: np.ndarray, lo: int, hi: int | None, coef: np.ndarray, yj: Any,
-            use_fma: bool) -> None:
+def _update(
+    y: np.ndarray, lo: int, hi: int | None, coef: np.ndarray, yj: Any, use_fma: bool
+) -> None:
     """``y[lo:hi] <- y[lo:hi] - coef * yj`` (rows; ``yj`` may be a row of several RHS)."""
     c = coef.reshape(coef.shape + (1,) * (y.ndim - 1))
     seg = y[lo:hi]

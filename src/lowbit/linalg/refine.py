@@ -63,7 +63,7 @@ class _Prec:
         if not isinstance(f, FloatFormat):
             raise ValueError(f"precision {name!r} is not a float format")
         self.fmt = f
-        self.u = 2.0 ** -f.precision
+        self.u = 2.0**-f.precision
         native = {(11, 52): np.float64, (8, 23): np.float32}.get((f.exp_bits, f.man_bits))
         if native is not None and f.has_inf and f.has_subnormals:
             self.kind, self.dtype = "native", native
@@ -132,8 +132,9 @@ def backward_error(A: np.ndarray, x: np.ndarray, b: np.ndarray) -> float:
 
 
 # ---- GMRES -------------------------------------------------------------------------------------
-def _gmres(apply: Any, rhs: np.ndarray, work: _Prec, tol: float, max_iter: int
-           ) -> tuple[np.ndarray, int]:
+def _gmres(
+    apply: Any, rhs: np.ndarray, work: _Prec, tol: float, max_iter: int
+) -> tuple[np.ndarray, int]:
     """Unrestarted GMRES from x0 = 0 with modified Gram-Schmidt and Givens rotations.
 
     The Arnoldi vectors, inner products and norms are computed in float64 and rounded to the
@@ -176,7 +177,7 @@ def _gmres(apply: Any, rhs: np.ndarray, work: _Prec, tol: float, max_iter: int
             break
     y = np.zeros(k_done)
     for i in range(k_done - 1, -1, -1):  # back substitution for the small triangular system
-        y[i] = (g[i] - H[i, i + 1:k_done] @ y[i + 1:]) / H[i, i] if H[i, i] else 0.0
+        y[i] = (g[i] - H[i, i + 1 : k_done] @ y[i + 1 :]) / H[i, i] if H[i, i] else 0.0
     return work.round(V[:k_done].T @ y), k_done
 
 
@@ -217,12 +218,24 @@ def _pow2_scale(r: np.ndarray) -> float:
     return 2.0 ** math.floor(math.log2(m))
 
 
-def solve_ir(A: Any, b: Any, factor: str = "fp16", working: str = "fp32",
-             residual: str = "fp64", solver: str = "lu", *, tol: float | None = None,
-             max_iter: int = 50, mode: str = "rne", fma: bool = False,
-             gmres_tol: float | None = None, gmres_max_iter: int | None = None,
-             x_true: Any = None, seed: int | None = None,
-             factors: LUFactors | None = None) -> tuple[np.ndarray, IRInfo]:
+def solve_ir(
+    A: Any,
+    b: Any,
+    factor: str = "fp16",
+    working: str = "fp32",
+    residual: str = "fp64",
+    solver: str = "lu",
+    *,
+    tol: float | None = None,
+    max_iter: int = 50,
+    mode: str = "rne",
+    fma: bool = False,
+    gmres_tol: float | None = None,
+    gmres_max_iter: int | None = None,
+    x_true: Any = None,
+    seed: int | None = None,
+    factors: LUFactors | None = None,
+) -> tuple[np.ndarray, IRInfo]:
     """Solve ``A x = b`` by iterative refinement in three precisions (Carson & Higham 2018).
 
     Args:
@@ -268,8 +281,16 @@ def solve_ir(A: Any, b: Any, factor: str = "fp16", working: str = "fp32",
     if gmres_tol is None:
         gmres_tol = 1e-6 if work.u < 1e-12 else 1e-4
     gmres_max_iter = n if gmres_max_iter is None else int(gmres_max_iter)
-    info = IRInfo(False, 0, [], factor=str(factor), working=str(working),
-                  residual=str(residual), solver=solver, tol=tol)
+    info = IRInfo(
+        False,
+        0,
+        [],
+        factor=str(factor),
+        working=str(working),
+        residual=str(residual),
+        solver=solver,
+        tol=tol,
+    )
     xt = None if x_true is None else np.asarray(x_true, dtype=np.float64)
     xt_norm = None if xt is None else float(np.abs(xt).max())
 

@@ -77,8 +77,14 @@ class CharTransformerLM(nn.Module):
         mlp_ratio: int = 4,
     ) -> None:
         super().__init__()
-        for name, v in (("vocab", vocab), ("dim", dim), ("depth", depth), ("heads", heads),
-                        ("context", context), ("mlp_ratio", mlp_ratio)):
+        for name, v in (
+            ("vocab", vocab),
+            ("dim", dim),
+            ("depth", depth),
+            ("heads", heads),
+            ("context", context),
+            ("mlp_ratio", mlp_ratio),
+        ):
             positive_int(name, v)
         self.vocab = vocab
         self.context = context

@@ -49,8 +49,10 @@ class BertConfig:
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"hidden_size={self.hidden_size} is not a multiple of "
-                             f"num_attention_heads={self.num_attention_heads}")
+            raise ValueError(
+                f"hidden_size={self.hidden_size} is not a multiple of "
+                f"num_attention_heads={self.num_attention_heads}"
+            )
 
 
 class BertEmbeddings(nn.Module):
@@ -63,8 +65,11 @@ class BertEmbeddings(nn.Module):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         pos = torch.arange(input_ids.shape[1], device=input_ids.device)
-        x = (self.word_embeddings(input_ids) + self.position_embeddings(pos)[None]
-             + self.token_type_embeddings(torch.zeros_like(input_ids)))
+        x = (
+            self.word_embeddings(input_ids)
+            + self.position_embeddings(pos)[None]
+            + self.token_type_embeddings(torch.zeros_like(input_ids))
+        )
         return self.LayerNorm(x)
 
 
@@ -164,8 +169,9 @@ class MiniLM(nn.Module):
         m = attention_mask[:, None, None, :].to(dtype)
         return (1.0 - m) * torch.finfo(dtype).min
 
-    def hidden_states(self, input_ids: torch.Tensor,
-                      attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def hidden_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, seq), got shape {tuple(input_ids.shape)}")
         if attention_mask is None:
@@ -173,8 +179,9 @@ class MiniLM(nn.Module):
         x = self.embeddings(input_ids)
         return self.encoder(x, self.mask_bias(attention_mask, x.dtype))
 
-    def forward(self, input_ids: torch.Tensor,
-                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         h = self.hidden_states(input_ids, attention_mask)
@@ -182,16 +189,18 @@ class MiniLM(nn.Module):
         pooled = (h * m).sum(1) / m.sum(1).clamp_min(1e-9)
         return F.normalize(pooled, p=2, dim=-1)
 
-    def tokenize(self, texts: Sequence[str], max_length: int = 128
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    def tokenize(
+        self, texts: Sequence[str], max_length: int = 128
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids and attention mask, padded to the longest text (at most ``max_length``)."""
         if self.tokenizer is None:
             raise ValueError("this MiniLM has no tokenizer; build it with load_minilm()")
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of strings, not one string")
         if max_length < 2 or max_length > self.config.max_position_embeddings:
-            raise ValueError(f"max_length={max_length}; accepted: 2 .. "
-                             f"{self.config.max_position_embeddings}")
+            raise ValueError(
+                f"max_length={max_length}; accepted: 2 .. {self.config.max_position_embeddings}"
+            )
         tok = self.tokenizer
         tok.enable_truncation(max_length=max_length)
         tok.enable_padding(pad_id=0, pad_token="[PAD]")
@@ -201,8 +210,14 @@ class MiniLM(nn.Module):
         return ids, mask
 
     @torch.no_grad()
-    def encode(self, texts: Sequence[str], *, batch_size: int = 32, max_length: int = 128,
-               progress: bool = False) -> torch.Tensor:
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int = 32,
+        max_length: int = 128,
+        progress: bool = False,
+    ) -> torch.Tensor:
         """L2-normalised sentence embeddings ``(len(texts), hidden)`` in float32."""
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
@@ -215,7 +230,7 @@ class MiniLM(nn.Module):
 
             starts = tqdm(starts, desc="encode", unit="batch")
         for s in starts:
-            idx = order[s:s + batch_size]
+            idx = order[s : s + batch_size]
             ids, mask = self.tokenize([texts[i] for i in idx], max_length)
             out[idx] = self(ids, mask).float()
         return out
@@ -256,8 +271,11 @@ def load_minilm(path: str | os.PathLike[str] | None = None) -> MiniLM:
     cfg = BertConfig(**{k: v for k, v in raw.items() if k in names})
     model = MiniLM(cfg, Tokenizer.from_file(str(d / "tokenizer.json")))
     state = load_file(str(d / "model.safetensors"))
-    state = {k: v for k, v in state.items()
-             if not k.startswith("pooler.") and k != "embeddings.position_ids"}
+    state = {
+        k: v
+        for k, v in state.items()
+        if not k.startswith("pooler.") and k != "embeddings.position_ids"
+    }
     model.load_state_dict(state, strict=True)
     return model.eval()
 

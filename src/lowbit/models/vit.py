@@ -42,8 +42,9 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``."""
 
-    def __init__(self, dim: int, heads: int, mlp_dim: int, *,
-                 attn: Attention | None = None) -> None:
+    def __init__(
+        self, dim: int, heads: int, mlp_dim: int, *, attn: Attention | None = None
+    ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = attn if attn is not None else Attention(dim, heads)

@@ -67,9 +67,26 @@ OVERFLOWS = ("saturate", "inf", "nan")
 FORMAT_FIELDS = ("weight", "act", "grad_act", "grad_weight", "output", "grad_before_allreduce")
 ROLES = ("weight", "act", "output", "grad_act", "grad_weight")
 # Per-layer overrides may change these; the rest (seed, skip, ...) are model-wide.
-_OVERRIDABLE = ("weight", "act", "grad_act", "grad_weight", "output", "weight_mode", "act_mode",
-                "grad_mode", "granularity", "group_size", "axis", "scaling", "grad_scaling",
-                "scale", "overflow", "grad_overflow", "gemm", "attention_mult")
+_OVERRIDABLE = (
+    "weight",
+    "act",
+    "grad_act",
+    "grad_weight",
+    "output",
+    "weight_mode",
+    "act_mode",
+    "grad_mode",
+    "granularity",
+    "group_size",
+    "axis",
+    "scaling",
+    "grad_scaling",
+    "scale",
+    "overflow",
+    "grad_overflow",
+    "gemm",
+    "attention_mult",
+)
 _LMUL = re.compile(r"lmul([1-9]|1[0-9]|2[0-3])")
 
 RECIPES: dict[str, dict[str, Any]] = {
@@ -78,8 +95,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     "w8a8": dict(weight="int8", act="int8", granularity="per_channel"),
     "w4a8": dict(weight="int4", act="int8", granularity="per_channel"),
     "bf16": dict(weight="bf16", act="bf16", grad_act="bf16", grad_weight="bf16"),
-    "mxfp8": dict(weight="mxfp8_e4m3", act="mxfp8_e4m3", grad_act="mxfp8_e5m2",
-                  grad_weight="mxfp8_e5m2"),
+    "mxfp8": dict(
+        weight="mxfp8_e4m3", act="mxfp8_e4m3", grad_act="mxfp8_e5m2", grad_weight="mxfp8_e5m2"
+    ),
 }
 
 
@@ -93,8 +111,10 @@ def _format_name(field: str, value: Any) -> str | None:
         except ValueError:
             same = False
         if not same:
-            raise TypeError(f"{field}: format object {value!r} has no name that get_format "
-                            "resolves back to it; pass a format name string")
+            raise TypeError(
+                f"{field}: format object {value!r} has no name that get_format "
+                "resolves back to it; pass a format name string"
+            )
         return value.name
     if not isinstance(value, str):
         raise TypeError(f"{field} must be a format name or None, got {type(value).__name__}")
@@ -156,8 +176,11 @@ class CastSpec:
         """Short human-readable form, e.g. ``"int8 rne absmax per_channel(axis=0)"``."""
         parts = [self.fmt, self.mode]
         if self.scaling != "none":
-            parts.append(self.scaling if self.scale is None or self.scaling != "fixed"
-                         else f"fixed({self.scale:g})")
+            parts.append(
+                self.scaling
+                if self.scale is None or self.scaling != "fixed"
+                else f"fixed({self.scale:g})"
+            )
         if self.granularity == "per_channel":
             parts.append(f"per_channel(axis={self.axis})")
         elif self.granularity == "per_group":
@@ -243,8 +266,10 @@ class QuantConfig:
                 raise ValueError("granularity='per_group' needs group_size (an int >= 1)")
             _check_int("group_size", self.group_size, minimum=1)
         elif self.group_size is not None:
-            raise ValueError(f"group_size={self.group_size!r} is only used with "
-                             "granularity='per_group'; leave it None")
+            raise ValueError(
+                f"group_size={self.group_size!r} is only used with "
+                "granularity='per_group'; leave it None"
+            )
         if self.axis is not None:
             _check_int("axis", self.axis)
         if self.scaling is not None:
@@ -269,10 +294,15 @@ class QuantConfig:
         for role in ("grad_act", "grad_weight"):
             name = getattr(self, role)
             fmt = _get_format(name) if name is not None else None
-            if (isinstance(fmt, IntFormat) and not fmt.signed
-                    and self.grad_scaling in (None, "absmax")):
-                raise ValueError(f"{role}={name!r}: gradients take signed formats (their "
-                                 "absmax scaling is symmetric); use a signed intN")
+            if (
+                isinstance(fmt, IntFormat)
+                and not fmt.signed
+                and self.grad_scaling in (None, "absmax")
+            ):
+                raise ValueError(
+                    f"{role}={name!r}: gradients take signed formats (their "
+                    "absmax scaling is symmetric); use a signed intN"
+                )
         for role in ("weight", "act", "output", "grad_act", "grad_weight"):
             spec = self.cast_spec(role)
             if spec is not None and not isinstance(spec.format, BlockFormat):
@@ -280,8 +310,9 @@ class QuantConfig:
                     resolve_policy(spec.format, spec.mode, spec.overflow, True, None)
                 except ValueError as err:
                     raise ValueError(f"{role}={spec.fmt!r}: {err}") from None
-        if not isinstance(self.skip, (tuple, list)) or not all(isinstance(p, str)
-                                                             for p in self.skip):
+        if not isinstance(self.skip, (tuple, list)) or not all(
+            isinstance(p, str) for p in self.skip
+        ):
             raise TypeError(f"skip must be a tuple of fnmatch patterns, got {self.skip!r}")
         object.__setattr__(self, "skip", tuple(self.skip))
         self._check_extensions()
@@ -291,13 +322,16 @@ class QuantConfig:
         for role, name in (("scaling", self.scaling), ("grad_scaling", self.grad_scaling)):
             if name != "s2fp8":
                 continue
-            roles = ("weight", "act", "output") if role == "scaling" else ("grad_act",
-                                                                            "grad_weight")
+            roles = (
+                ("weight", "act", "output") if role == "scaling" else ("grad_act", "grad_weight")
+            )
             for r in roles:
                 fmt_name = getattr(self, r)
                 if fmt_name is not None and not isinstance(_get_format(fmt_name), FloatFormat):
-                    raise ValueError(f"{role}='s2fp8' needs float formats; {r}={fmt_name!r} is "
-                                     "not one (S2FP8 stores e5m2)")
+                    raise ValueError(
+                        f"{role}='s2fp8' needs float formats; {r}={fmt_name!r} is "
+                        "not one (S2FP8 stores e5m2)"
+                    )
         if self.gemm is not None:
             from lowbit.arith.matmul import GemmConfig, get_gemm_config
 
@@ -309,8 +343,10 @@ class QuantConfig:
             elif isinstance(g, Mapping):
                 g = GemmConfig.from_dict(dict(g)).to_dict()  # canonical: every key present
             else:
-                raise TypeError(f"gemm must be a GemmConfig preset name, a GemmConfig or its "
-                                f"to_dict(), got {type(g).__name__}")
+                raise TypeError(
+                    f"gemm must be a GemmConfig preset name, a GemmConfig or its "
+                    f"to_dict(), got {type(g).__name__}"
+                )
             object.__setattr__(self, "gemm", g)
         if self.attention_mult is not None:
             am = self.attention_mult
@@ -322,14 +358,15 @@ class QuantConfig:
                 except ValueError:
                     fmt = None
                 if not isinstance(fmt, FloatFormat):
-                    raise ValueError(f"attention_mult={am!r}; accepted: 'lmul1' .. 'lmul23' "
-                                     "(L-Mul mantissa bits) or a float format name such as "
-                                     "'e4m3', 'e5m2', 'bf16'")
+                    raise ValueError(
+                        f"attention_mult={am!r}; accepted: 'lmul1' .. 'lmul23' "
+                        "(L-Mul mantissa bits) or a float format name such as "
+                        "'e4m3', 'e5m2', 'bf16'"
+                    )
         if self.method is not None and not isinstance(self.method, str):
             raise TypeError(f"method must be a string, got {type(self.method).__name__}")
         if not isinstance(self.method_args, Mapping):
-            raise TypeError(f"method_args must be a mapping, got "
-                            f"{type(self.method_args).__name__}")
+            raise TypeError(f"method_args must be a mapping, got {type(self.method_args).__name__}")
         try:
             json.dumps(dict(self.method_args))
         except TypeError as err:
@@ -343,19 +380,26 @@ class QuantConfig:
             return
         fmt = _get_format(name)
         if isinstance(fmt, BlockFormat) and self.scaling != "none":
-            raise ValueError(f"{role}={name!r} is an MX block format with its own block scales; "
-                             f"scaling={self.scaling!r} is not accepted (use None or 'none')")
+            raise ValueError(
+                f"{role}={name!r} is an MX block format with its own block scales; "
+                f"scaling={self.scaling!r} is not accepted (use None or 'none')"
+            )
         if self.scaling == "lsq" and role != "output":
             if not isinstance(fmt, IntFormat):
-                raise ValueError(f"scaling='lsq' needs integer formats; {role}={name!r} is not "
-                                 "one (accepted: int2..int32, uint2..uint32)")
+                raise ValueError(
+                    f"scaling='lsq' needs integer formats; {role}={name!r} is not "
+                    "one (accepted: int2..int32, uint2..uint32)"
+                )
             if self.granularity == "per_group" and role == "weight":
-                raise ValueError("scaling='lsq' supports granularity 'per_tensor' and "
-                                 "'per_channel', not 'per_group'")
-        if (self.scaling in ("absmax", "fixed") and isinstance(fmt, IntFormat)
-                and not fmt.signed):
-            raise ValueError(f"{role}={name!r}: unsigned integer formats need scaling='lsq' "
-                             "or 'none'; absmax/fixed scaling is symmetric (use a signed intN)")
+                raise ValueError(
+                    "scaling='lsq' supports granularity 'per_tensor' and "
+                    "'per_channel', not 'per_group'"
+                )
+        if self.scaling in ("absmax", "fixed") and isinstance(fmt, IntFormat) and not fmt.signed:
+            raise ValueError(
+                f"{role}={name!r}: unsigned integer formats need scaling='lsq' "
+                "or 'none'; absmax/fixed scaling is symmetric (use a signed intN)"
+            )
 
     def _normalise_overrides(self, overrides: Any) -> tuple[tuple[str, dict[str, Any]], ...]:
         pairs = _override_pairs(overrides)
@@ -363,8 +407,10 @@ class QuantConfig:
         for pattern, partial in pairs:
             bad = sorted(set(partial) - set(_OVERRIDABLE))
             if bad:
-                raise ValueError(f"override {pattern!r}: keys {bad} cannot be overridden per "
-                                 f"layer; accepted: {', '.join(_OVERRIDABLE)}")
+                raise ValueError(
+                    f"override {pattern!r}: keys {bad} cannot be overridden per "
+                    f"layer; accepted: {', '.join(_OVERRIDABLE)}"
+                )
             try:  # each override must give a valid config on its own
                 merged = dataclasses.replace(self, overrides=(), skip=(), **partial)
             except (ValueError, TypeError) as err:
@@ -394,8 +440,12 @@ class QuantConfig:
     @property
     def is_fp32(self) -> bool:
         """True when no tensor of a layer is rounded and its matmuls are torch's own."""
-        return (all(getattr(self, r) is None for r in ROLES) and self.gemm is None
-                and self.attention_mult is None and self.method is None)
+        return (
+            all(getattr(self, r) is None for r in ROLES)
+            and self.gemm is None
+            and self.attention_mult is None
+            and self.method is None
+        )
 
     def cast_spec(self, role: str) -> CastSpec | None:
         """The resolved :class:`CastSpec` of ``role`` (one of ``ROLES``), or None (fp32)."""
@@ -406,8 +456,7 @@ class QuantConfig:
             return None
         fmt = _get_format(name)
         grad = role.startswith("grad")
-        mode = self.grad_mode if grad else (self.weight_mode if role == "weight"
-                                            else self.act_mode)
+        mode = self.grad_mode if grad else (self.weight_mode if role == "weight" else self.act_mode)
         gran = self.granularity if role == "weight" else "per_tensor"
         if isinstance(fmt, BlockFormat):
             scaling = "none"
@@ -432,10 +481,16 @@ class QuantConfig:
             overflow = None  # integer/fixed/posit/MX casts always saturate
         elif overflow is None and fmt.bits <= 8 and not grad:
             overflow = "saturate"
-        return CastSpec(fmt=name, mode=mode, scaling=scaling, granularity=gran, axis=axis,
-                        group_size=self.group_size if gran == "per_group" else None,
-                        scale=self.scale if scaling in ("fixed", "lsq") else None,
-                        overflow=overflow)
+        return CastSpec(
+            fmt=name,
+            mode=mode,
+            scaling=scaling,
+            granularity=gran,
+            axis=axis,
+            group_size=self.group_size if gran == "per_group" else None,
+            scale=self.scale if scaling in ("fixed", "lsq") else None,
+            overflow=overflow,
+        )
 
     @property
     def stochastic(self) -> bool:
@@ -474,8 +529,9 @@ class QuantConfig:
         names = [f.name for f in dataclasses.fields(cls)]
         bad = sorted(set(d) - {*names, "recipe"})
         if bad:
-            raise ValueError(f"unknown QuantConfig keys {bad}; accepted: {', '.join(names)}, "
-                             "recipe")
+            raise ValueError(
+                f"unknown QuantConfig keys {bad}; accepted: {', '.join(names)}, recipe"
+            )
         kw = {k: v for k, v in d.items() if k != "recipe"}
         if "skip" in kw:
             kw["skip"] = tuple(kw["skip"])
@@ -526,8 +582,7 @@ class QuantConfig:
         return "\n".join(lines) + "\n"
 
     @classmethod
-    def from_toml(cls, source: str | os.PathLike[str], *, table: str | None = None
-                  ) -> QuantConfig:
+    def from_toml(cls, source: str | os.PathLike[str], *, table: str | None = None) -> QuantConfig:
         """Read a config from TOML text or a ``.toml`` file path.
 
         Args:
@@ -543,9 +598,9 @@ class QuantConfig:
         except ModuleNotFoundError:  # Python 3.10
             import tomli as tomllib  # type: ignore[no-redef]
 
-        if isinstance(source, os.PathLike) or (isinstance(source, str)
-                                               and source.strip().endswith(".toml")
-                                               and "\n" not in source):
+        if isinstance(source, os.PathLike) or (
+            isinstance(source, str) and source.strip().endswith(".toml") and "\n" not in source
+        ):
             with open(source, "rb") as fh:
                 text = fh.read().decode()
         elif isinstance(source, str):
@@ -599,8 +654,10 @@ def _override_pairs(overrides: Any) -> tuple[tuple[str, dict[str, Any]], ...]:
                 partial = {k: v for k, v in item.items() if k not in ("pattern", "unset")}
                 unset = item.get("unset", ())
                 if isinstance(unset, str) or not isinstance(unset, (list, tuple)):
-                    raise TypeError(f"override {item['pattern']!r}: unset must be a list of "
-                                    f"field names, got {unset!r}")
+                    raise TypeError(
+                        f"override {item['pattern']!r}: unset must be a list of "
+                        f"field names, got {unset!r}"
+                    )
                 partial.update(dict.fromkeys(unset))
                 items.append((item["pattern"], partial))
             elif isinstance(item, (list, tuple)) and len(item) == 2:
@@ -631,8 +688,9 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if isinstance(v, Mapping):  # an inline table; TOML has no null, so None entries are errors
-        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_value(x)}"
-                               for k, x in v.items()) + "}"
+        return (
+            "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_value(x)}" for k, x in v.items()) + "}"
+        )
     raise TypeError(f"cannot write {v!r} to TOML")
 
 

@@ -38,17 +38,23 @@ from lowbit.nn.quantizers import Quantizer, make_quantizer
 CommHook = Callable[[Any, Any], torch.futures.Future]
 
 
-def allreduce_quantizer(fmt: str, mode: str = "rne", seed: int = 0, rank: int = 0,
-                        index: int = 0) -> Quantizer:
+def allreduce_quantizer(
+    fmt: str, mode: str = "rne", seed: int = 0, rank: int = 0, index: int = 0
+) -> Quantizer:
     """The quantizer rank ``rank`` applies to the gradient of parameter ``index``."""
     spec = QuantConfig(grad_act=fmt, grad_mode=mode).cast_spec("grad_act")
     assert spec is not None
-    return make_quantizer(spec, seed=derive_seed(seed, "allreduce", rank, index),
-                          block_axis=-1, name=f"allreduce[{index}]")
+    return make_quantizer(
+        spec,
+        seed=derive_seed(seed, "allreduce", rank, index),
+        block_axis=-1,
+        name=f"allreduce[{index}]",
+    )
 
 
-def rounding_hook(fmt: str, mode: str = "rne", seed: int = 0, *,
-                  params: Sequence[nn.Parameter] | None = None) -> CommHook:
+def rounding_hook(
+    fmt: str, mode: str = "rne", seed: int = 0, *, params: Sequence[nn.Parameter] | None = None
+) -> CommHook:
     """A DDP comm hook that rounds local gradients to ``fmt`` before the all-reduce.
 
     Args:
@@ -75,8 +81,7 @@ def rounding_hook(fmt: str, mode: str = "rne", seed: int = 0, *,
         b = bucket.index()
         step = calls.get(b, 0)
         calls[b] = step + 1
-        for pos, (p, g) in enumerate(zip(bucket.parameters(), bucket.gradients(),
-                                               strict=True)):
+        for pos, (p, g) in enumerate(zip(bucket.parameters(), bucket.gradients(), strict=True)):
             if index_of is not None and id(p) in index_of:
                 i = index_of[id(p)]
             else:
@@ -114,8 +119,12 @@ def wrap_ddp(model: nn.Module, config: QuantConfig | None = None, **ddp_kwargs: 
         raise TypeError(f"config must be a QuantConfig, got {type(cfg).__name__}")
     ddp = DistributedDataParallel(model, **ddp_kwargs)
     if cfg is not None and cfg.grad_before_allreduce is not None:
-        ddp.register_comm_hook(None, rounding_hook(cfg.grad_before_allreduce, cfg.grad_mode,
-                                                   cfg.seed, params=list(model.parameters())))
+        ddp.register_comm_hook(
+            None,
+            rounding_hook(
+                cfg.grad_before_allreduce, cfg.grad_mode, cfg.seed, params=list(model.parameters())
+            ),
+        )
     return ddp
 
 

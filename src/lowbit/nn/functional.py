@@ -92,9 +92,16 @@ def pow2_scale(amax: torch.Tensor, fmt_max: float) -> torch.Tensor:
     return torch.ldexp(torch.ones_like(ratio), e).to(amax.dtype)
 
 
-def round_float(x: torch.Tensor, fmt: Any, mode: RoundMode | str = "rne", *,
-                overflow: str | None = None, seed: int = 0, offset: int = 0,
-                scale: torch.Tensor | None = None) -> torch.Tensor:
+def round_float(
+    x: torch.Tensor,
+    fmt: Any,
+    mode: RoundMode | str = "rne",
+    *,
+    overflow: str | None = None,
+    seed: int = 0,
+    offset: int = 0,
+    scale: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``lb.round(x / scale, fmt, mode) * scale`` with ``scale`` a power of two (or None).
 
     Args:
@@ -114,17 +121,33 @@ def round_float(x: torch.Tensor, fmt: Any, mode: RoundMode | str = "rne", *,
     return out
 
 
-def round_scaled(x: torch.Tensor, fmt: Any, mode: RoundMode | str, scale: float, *,
-                 overflow: str | None = None, seed: int = 0, offset: int = 0) -> torch.Tensor:
+def round_scaled(
+    x: torch.Tensor,
+    fmt: Any,
+    mode: RoundMode | str,
+    scale: float,
+    *,
+    overflow: str | None = None,
+    seed: int = 0,
+    offset: int = 0,
+) -> torch.Tensor:
     """``lb.round(x / scale) * scale`` for an arbitrary fixed scale, computed in float64."""
     t = x.detach().to(torch.float64) / scale
     r = lb_round(t.contiguous(), fmt, mode, overflow=overflow, seed=seed, offset=offset)
     return (r * scale).to(x.dtype)
 
 
-def int_fake_quant(x: torch.Tensor, scale: torch.Tensor, qmin: int, qmax: int,
-                   mode: RoundMode | str = "rne", *, seed: int = 0, offset: int = 0,
-                   impl: str = "auto") -> torch.Tensor:
+def int_fake_quant(
+    x: torch.Tensor,
+    scale: torch.Tensor,
+    qmin: int,
+    qmax: int,
+    mode: RoundMode | str = "rne",
+    *,
+    seed: int = 0,
+    offset: int = 0,
+    impl: str = "auto",
+) -> torch.Tensor:
     """``clamp(round_mode(x / scale), qmin, qmax) * scale`` (see the module docstring).
 
     Equals ``lb.quantize_int(x, bits, scale=scale)`` bit for bit (signed codes, ``qmin =
@@ -144,9 +167,16 @@ def int_fake_quant(x: torch.Tensor, scale: torch.Tensor, qmin: int, qmax: int,
     m = as_mode(mode)
     x = x.detach()
     scale = scale.detach()
-    if (impl == "auto" and m is RoundMode.RNE and x.dtype == torch.float32
-            and x.device.type == "cpu" and scale.numel() == 1 and scale.dim() <= x.dim()
-            and scale.dtype == torch.float32 and qmax - qmin < (1 << 24)):
+    if (
+        impl == "auto"
+        and m is RoundMode.RNE
+        and x.dtype == torch.float32
+        and x.device.type == "cpu"
+        and scale.numel() == 1
+        and scale.dim() <= x.dim()
+        and scale.dtype == torch.float32
+        and qmax - qmin < (1 << 24)
+    ):
         from lowbit.kernels.int_fake_quant_numba import int_fake_quant_f32
 
         out = int_fake_quant_f32(x.contiguous().numpy(), float(scale), qmin, qmax)
@@ -176,8 +206,15 @@ def int_fake_quant(x: torch.Tensor, scale: torch.Tensor, qmin: int, qmax: int,
     return (r * scale.to(torch.float64)).to(x.dtype)  # one rounding to fp16/bf16
 
 
-def mx_fake_quant(x: torch.Tensor, fmt: Any, mode: RoundMode | str = "rne", *, axis: int = -1,
-                  seed: int = 0, offset: int = 0) -> torch.Tensor:
+def mx_fake_quant(
+    x: torch.Tensor,
+    fmt: Any,
+    mode: RoundMode | str = "rne",
+    *,
+    axis: int = -1,
+    seed: int = 0,
+    offset: int = 0,
+) -> torch.Tensor:
     """``lb.quantize_mx`` with blocks along ``axis`` (moved last, so the fused kernel runs).
 
     Stochastic draws follow the layout with ``axis`` moved last; ``offset`` shifts the stream
@@ -197,8 +234,12 @@ class FakeQuantize(torch.autograd.Function):
     """Forward ``fwd(x)``; backward: straight through, then ``bwd(grad)``."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, fwd: Rounder | None,  # type: ignore[override]
-                bwd: Rounder | None) -> torch.Tensor:
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        fwd: Rounder | None,  # type: ignore[override]
+        bwd: Rounder | None,
+    ) -> torch.Tensor:
         ctx.bwd = bwd
         return fwd(x) if fwd is not None else x.view_as(x)
 
@@ -209,8 +250,9 @@ class FakeQuantize(torch.autograd.Function):
         return grad, None, None
 
 
-def fake_quantize(x: torch.Tensor, fwd: Rounder | None = None,
-                  bwd: Rounder | None = None) -> torch.Tensor:
+def fake_quantize(
+    x: torch.Tensor, fwd: Rounder | None = None, bwd: Rounder | None = None
+) -> torch.Tensor:
     """Round ``x`` with ``fwd`` in the forward pass and its gradient with ``bwd`` in backward.
 
     Either may be None (no rounding on that side). The gradient passes the forward rounding
@@ -232,9 +274,18 @@ class LSQFunction(torch.autograd.Function):
     """Learned step size quantization (see the module docstring for the gradients)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, scale: torch.Tensor,  # type: ignore[override]
-                qn: int, qp: int, grad_scale: float, bwd: Rounder | None,
-                mode: str, seed: int, offset: int) -> torch.Tensor:
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        scale: torch.Tensor,  # type: ignore[override]
+        qn: int,
+        qp: int,
+        grad_scale: float,
+        bwd: Rounder | None,
+        mode: str,
+        seed: int,
+        offset: int,
+    ) -> torch.Tensor:
         s = scale.detach().clamp_min(torch.finfo(scale.dtype).tiny)
         ctx.save_for_backward(x, s)
         ctx.scale_shape = scale.shape
@@ -256,18 +307,29 @@ class LSQFunction(torch.autograd.Function):
                 gx = ctx.bwd(gx)
         gs = None
         if ctx.needs_input_grad[1]:
-            d = torch.where(inside, torch.round(t) - t,
-                            torch.where(low, torch.full_like(t, -qn), torch.full_like(t, qp)))
+            d = torch.where(
+                inside,
+                torch.round(t) - t,
+                torch.where(low, torch.full_like(t, -qn), torch.full_like(t, qp)),
+            )
             # sum over the elements that share each scale (the broadcast dims of ``s``)
             gs = (grad * d).sum_to_size(s.shape)
             gs = gs.reshape(ctx.scale_shape) * ctx.grad_scale
         return gx, gs, None, None, None, None, None, None, None
 
 
-def lsq_quantize(x: torch.Tensor, scale: torch.Tensor, qn: int, qp: int, *,
-                 grad_scale: float | None = None, bwd: Rounder | None = None,
-                 mode: RoundMode | str = "rne", seed: int = 0, offset: int = 0
-                 ) -> torch.Tensor:
+def lsq_quantize(
+    x: torch.Tensor,
+    scale: torch.Tensor,
+    qn: int,
+    qp: int,
+    *,
+    grad_scale: float | None = None,
+    bwd: Rounder | None = None,
+    mode: RoundMode | str = "rne",
+    seed: int = 0,
+    offset: int = 0,
+) -> torch.Tensor:
     """LSQ fake quantization of ``x`` with the learnable ``scale`` (broadcastable to ``x``).
 
     Args:
@@ -283,8 +345,17 @@ def lsq_quantize(x: torch.Tensor, scale: torch.Tensor, qn: int, qp: int, *,
     if grad_scale is None:
         n = x.numel() / max(scale.numel(), 1)
         grad_scale = 1.0 / float(n * qp) ** 0.5
-    return LSQFunction.apply(x, scale, int(qn), int(qp), float(grad_scale), bwd,
-                             as_mode(mode).value, int(seed), int(offset))
+    return LSQFunction.apply(
+        x,
+        scale,
+        int(qn),
+        int(qp),
+        float(grad_scale),
+        bwd,
+        as_mode(mode).value,
+        int(seed),
+        int(offset),
+    )
 
 
 __all__ = [

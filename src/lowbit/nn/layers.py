@@ -84,8 +84,13 @@ from lowbit.nn.matmul import MatMul
 from lowbit.nn.quantizers import FloatQuantizer, Quantizer, check_spec_shape, make_quantizer
 
 # role -> attribute holding its quantizer
-_ATTRS = {"weight": "weight_quant", "act": "act_quant", "output": "output_quant",
-          "grad_act": "grad_act_quant", "grad_weight": "grad_weight_quant"}
+_ATTRS = {
+    "weight": "weight_quant",
+    "act": "act_quant",
+    "output": "output_quant",
+    "grad_act": "grad_act_quant",
+    "grad_weight": "grad_weight_quant",
+}
 
 
 def gemm_config_of(config: QuantConfig) -> GemmConfig | None:
@@ -134,12 +139,14 @@ class QuantLayer:
             spec = config.cast_spec(role) if role in self.ROLES else None
             q: Quantizer | None = None
             if spec is not None:
-                axis = self.WEIGHT_AXIS if role in ("weight", "grad_weight") \
-                    else self.CHANNEL_AXIS
-                kw: dict[str, Any] = dict(seed=derive_seed(config.seed, name, role),
-                                          block_axis=axis, name=f"{name}.{role}",
-                                          role="weight" if role == "weight" else "act",
-                                          device=device)
+                axis = self.WEIGHT_AXIS if role in ("weight", "grad_weight") else self.CHANNEL_AXIS
+                kw: dict[str, Any] = dict(
+                    seed=derive_seed(config.seed, name, role),
+                    block_axis=axis,
+                    name=f"{name}.{role}",
+                    role="weight" if role == "weight" else "act",
+                    device=device,
+                )
                 if role == "weight":
                     assert isinstance(weight, torch.Tensor)
                     check_spec_shape(spec, tuple(weight.shape), name)
@@ -150,26 +157,32 @@ class QuantLayer:
         for attr, axis in self.ACT_ATTRS:
             q = None
             if spec is not None:
-                q = make_quantizer(spec, seed=derive_seed(config.seed, name,
-                                                          attr.removesuffix("_quant")),
-                                   block_axis=axis, name=f"{name}.{attr}", role="act",
-                                   device=device)
+                q = make_quantizer(
+                    spec,
+                    seed=derive_seed(config.seed, name, attr.removesuffix("_quant")),
+                    block_axis=axis,
+                    name=f"{name}.{attr}",
+                    role="act",
+                    device=device,
+                )
             setattr(self, attr, q)
         self.lowbit_gemm = gemm_config_of(config) if self.USES_GEMM else None
         if "lowbit_step" in self._buffers:
             del self._buffers["lowbit_step"]
         specs = [config.cast_spec(r) for r in self.ROLES]
-        if (any(sp is not None and sp.stochastic for sp in specs)
-                or (self.lowbit_gemm is not None and self.lowbit_gemm.stochastic)):
-            self.register_buffer("lowbit_step", torch.zeros((), dtype=torch.int64,
-                                                            device=device))
+        if any(sp is not None and sp.stochastic for sp in specs) or (
+            self.lowbit_gemm is not None and self.lowbit_gemm.stochastic
+        ):
+            self.register_buffer("lowbit_step", torch.zeros((), dtype=torch.int64, device=device))
 
     @classmethod
     def from_float(cls, mod: nn.Module, config: QuantConfig, name: str = "") -> nn.Module:
         """A quantized copy of ``mod`` that shares its parameters, buffers and hooks."""
         if type(mod) is not cls.FLOAT_TYPE:
-            raise TypeError(f"{cls.__name__}.from_float takes a {cls.FLOAT_TYPE.__name__}, "
-                            f"got {type(mod).__name__}")
+            raise TypeError(
+                f"{cls.__name__}.from_float takes a {cls.FLOAT_TYPE.__name__}, "
+                f"got {type(mod).__name__}"
+            )
         new = cls.__new__(cls)
         _copy_module_state(mod, new)
         new.configure(config, name)  # type: ignore[attr-defined]
@@ -211,16 +224,18 @@ class QuantLayer:
         return step
 
     @staticmethod
-    def _cast(x: torch.Tensor, q: Quantizer | None, gq: Quantizer | None, step: int,
-              gstream: int) -> torch.Tensor:
+    def _cast(
+        x: torch.Tensor, q: Quantizer | None, gq: Quantizer | None, step: int, gstream: int
+    ) -> torch.Tensor:
         bwd = gq.rounder(step, gstream) if gq is not None else None
         if q is None:
             return fake_quantize(x, None, bwd)
         return q(x, step, bwd)
 
     @staticmethod
-    def _cast_output(y: torch.Tensor, q: Quantizer | None, gq: Quantizer | None,
-                     step: int) -> torch.Tensor:
+    def _cast_output(
+        y: torch.Tensor, q: Quantizer | None, gq: Quantizer | None, step: int
+    ) -> torch.Tensor:
         """The output cast; without output rounding ``dL/dy`` is rounded by a tensor hook.
 
         A hook (unlike an identity autograd function, whose output would be a view) leaves
@@ -234,8 +249,13 @@ class QuantLayer:
         return y
 
     def _weight_and_bias(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        w = self._cast(self.weight, self.weight_quant, self.grad_weight_quant,  # type: ignore[attr-defined]
-                       step, 0)
+        w = self._cast(
+            self.weight,
+            self.weight_quant,
+            self.grad_weight_quant,  # type: ignore[attr-defined]
+            step,
+            0,
+        )
         b = getattr(self, "bias", None)
         if b is not None:
             b = self._cast(b, None, self.grad_weight_quant, step, 1)  # type: ignore[attr-defined]
@@ -245,15 +265,21 @@ class QuantLayer:
         """``a @ b`` in the emulated GEMM (forward and backward), cast to ``a``'s dtype."""
         g = self.lowbit_gemm
         assert g is not None
-        seed = derive_seed(self.lowbit_layer_config.seed, self.lowbit_name, "gemm", step) \
-            if g.stochastic else 0
+        seed = (
+            derive_seed(self.lowbit_layer_config.seed, self.lowbit_name, "gemm", step)
+            if g.stochastic
+            else 0
+        )
         y = lb_matmul(a, b, preset=g, seed=seed)
         return y if y.dtype == a.dtype else y.to(a.dtype)
 
     def extra_repr(self) -> str:
         base = super().extra_repr()  # type: ignore[misc]
-        return f"{base}, lowbit_name={self.lowbit_name!r}" if base else \
-            f"lowbit_name={self.lowbit_name!r}"
+        return (
+            f"{base}, lowbit_name={self.lowbit_name!r}"
+            if base
+            else f"lowbit_name={self.lowbit_name!r}"
+        )
 
 
 def _copy_module_state(src: nn.Module, dst: nn.Module) -> None:
@@ -272,9 +298,17 @@ class QuantLinear(QuantLayer, nn.Linear):
     WEIGHT_AXIS = 1
     CHANNEL_AXIS = -1
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
-                 config: QuantConfig | None = None, name: str = "", device: Any = None,
-                 dtype: Any = None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        config: QuantConfig | None = None,
+        name: str = "",
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         self.configure(config or QuantConfig(), name)
 
@@ -306,8 +340,9 @@ class _QuantConvNd(QuantLayer):
             y = self._conv_gemm(x, w, b, step)
         return self._cast_output(y, self.output_quant, self.grad_act_quant, step)  # type: ignore[attr-defined]
 
-    def _conv_gemm(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
-                   step: int) -> torch.Tensor:
+    def _conv_gemm(
+        self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, step: int
+    ) -> torch.Tensor:
         """The convolution as pad + unfold + one emulated GEMM per group (module docstring)."""
         nd = w.dim() - 2
         unbatched = x.dim() == nd + 1
@@ -346,8 +381,9 @@ class QuantConv1d(_QuantConvNd, nn.Conv1d):
 
     FLOAT_TYPE = nn.Conv1d
 
-    def __init__(self, *args: Any, config: QuantConfig | None = None, name: str = "",
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, config: QuantConfig | None = None, name: str = "", **kwargs: Any
+    ) -> None:
         nn.Conv1d.__init__(self, *args, **kwargs)
         self.configure(config or QuantConfig(), name)
 
@@ -357,8 +393,9 @@ class QuantConv2d(_QuantConvNd, nn.Conv2d):
 
     FLOAT_TYPE = nn.Conv2d
 
-    def __init__(self, *args: Any, config: QuantConfig | None = None, name: str = "",
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, config: QuantConfig | None = None, name: str = "", **kwargs: Any
+    ) -> None:
         nn.Conv2d.__init__(self, *args, **kwargs)
         self.configure(config or QuantConfig(), name)
 
@@ -373,22 +410,32 @@ class QuantEmbedding(QuantLayer, nn.Embedding):
     WEIGHT_AXIS = -1
     CHANNEL_AXIS = -1
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, *,
-                 config: QuantConfig | None = None, name: str = "", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        *,
+        config: QuantConfig | None = None,
+        name: str = "",
+        **kwargs: Any,
+    ) -> None:
         nn.Embedding.__init__(self, num_embeddings, embedding_dim, **kwargs)
         self.configure(config or QuantConfig(), name)
 
     def configure(self, config: QuantConfig, name: str = "") -> None:
         if self.max_norm is not None or self.sparse:
-            raise ValueError(f"layer {name!r}: QuantEmbedding supports neither max_norm (it "
-                             "renormalises the table in place) nor sparse gradients")
+            raise ValueError(
+                f"layer {name!r}: QuantEmbedding supports neither max_norm (it "
+                "renormalises the table in place) nor sparse gradients"
+            )
         super().configure(config, name)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         step = self._next_step()
         w = self._cast(self.weight, self.weight_quant, self.grad_weight_quant, step, 0)
-        y = F.embedding(input, w, self.padding_idx, None, self.norm_type,
-                        self.scale_grad_by_freq, False)
+        y = F.embedding(
+            input, w, self.padding_idx, None, self.norm_type, self.scale_grad_by_freq, False
+        )
         return self._cast_output(y, self.output_quant, self.grad_act_quant, step)
 
 
@@ -422,8 +469,9 @@ class QuantMatMul(QuantLayer, MatMul):
             return
         fmt = get_format(am)
         overflow = "saturate" if isinstance(fmt, FloatFormat) and fmt.bits <= 8 else None
-        self.mult_quant = FloatQuantizer(CastSpec(fmt=am, mode="rne", overflow=overflow),
-                                         name=f"{name}.attention_mult")
+        self.mult_quant = FloatQuantizer(
+            CastSpec(fmt=am, mode="rne", overflow=overflow), name=f"{name}.attention_mult"
+        )
 
     def to_float(self) -> nn.Module:
         mod = super().to_float()
@@ -451,8 +499,13 @@ class QuantMatMul(QuantLayer, MatMul):
         return self._cast_output(y, self.output_quant, self.grad_act_quant, step)
 
 
-QUANT_LAYERS: tuple[type[QuantLayer], ...] = (QuantLinear, QuantConv1d, QuantConv2d,
-                                               QuantEmbedding, QuantMatMul)
+QUANT_LAYERS: tuple[type[QuantLayer], ...] = (
+    QuantLinear,
+    QuantConv1d,
+    QuantConv2d,
+    QuantEmbedding,
+    QuantMatMul,
+)
 
 __all__ = [
     "QUANT_LAYERS",

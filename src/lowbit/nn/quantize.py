@@ -104,8 +104,9 @@ register_handler(MatMul, QuantMatMul.from_float)
 
 def is_quantized(model: nn.Module) -> bool:
     """Whether ``model`` (or any submodule) is a quantized layer or carries a config."""
-    return hasattr(model, "lowbit_config") or any(isinstance(m, QuantLayer)
-                                                  for m in model.modules())
+    return hasattr(model, "lowbit_config") or any(
+        isinstance(m, QuantLayer) for m in model.modules()
+    )
 
 
 def _swap(model: nn.Module, replaced: dict[int, nn.Module]) -> None:
@@ -116,8 +117,9 @@ def _swap(model: nn.Module, replaced: dict[int, nn.Module]) -> None:
                 m._modules[key] = replaced[id(child)]
 
 
-def quantize_(model: nn.Module, config: QuantConfig,
-              filter_fn: FilterFn | None = None) -> nn.Module:
+def quantize_(
+    model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None = None
+) -> nn.Module:
     """Swap every supported layer of ``model`` for its quantized version, in place.
 
     Args:
@@ -140,12 +142,16 @@ def quantize_(model: nn.Module, config: QuantConfig,
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if is_quantized(model):
-        raise ValueError("model is already quantized; call lowbit.nn.dequantize_(model) "
-                         "first to swap the float layers back, then quantize_ it again")
+        raise ValueError(
+            "model is already quantized; call lowbit.nn.dequantize_(model) "
+            "first to swap the float layers back, then quantize_ it again"
+        )
     if config.method is not None and config.method not in methods():
-        raise ValueError(f"method={config.method!r} is not registered; registered: "
-                         f"{', '.join(methods()) or 'none'} (lowbit.recipes imports the "
-                         "methods that register themselves)")
+        raise ValueError(
+            f"method={config.method!r} is not registered; registered: "
+            f"{', '.join(methods()) or 'none'} (lowbit.recipes imports the "
+            "methods that register themselves)"
+        )
     replaced: dict[int, nn.Module] = {}
     notes: dict[str, str] = {}
     for name, mod in list(model.named_modules()):

@@ -66,8 +66,7 @@ def _check_scale(scale: Any) -> float:
     return float(scale)
 
 
-def amax_of(x: torch.Tensor, granularity: str, axis: int, group_size: int | None
-            ) -> torch.Tensor:
+def amax_of(x: torch.Tensor, granularity: str, axis: int, group_size: int | None) -> torch.Tensor:
     """Largest magnitude per tensor / channel / group, broadcastable to ``x``.
 
     Per tensor: a 0-d tensor; per channel: ``x``'s shape with 1 everywhere but ``axis``; per
@@ -102,15 +101,19 @@ def check_spec_shape(spec: CastSpec, shape: tuple[int, ...], layer: str = "") ->
         return
     nd = len(shape)
     if not -nd <= spec.axis < nd:
-        raise ValueError(f"layer {layer!r}: axis={spec.axis} is out of range for its "
-                         f"{nd}-d weight of shape {tuple(shape)}; accepted: {-nd}..{nd - 1}")
+        raise ValueError(
+            f"layer {layer!r}: axis={spec.axis} is out of range for its "
+            f"{nd}-d weight of shape {tuple(shape)}; accepted: {-nd}..{nd - 1}"
+        )
     if spec.granularity == "per_group":
         n = shape[spec.axis]
         assert spec.group_size is not None
         if n % spec.group_size:
-            raise ValueError(f"layer {layer!r}: group_size={spec.group_size} does not divide "
-                             f"the {n} elements along axis {spec.axis} of its weight of "
-                             f"shape {tuple(shape)}")
+            raise ValueError(
+                f"layer {layer!r}: group_size={spec.group_size} does not divide "
+                f"the {n} elements along axis {spec.axis} of its weight of "
+                f"shape {tuple(shape)}"
+            )
 
 
 class Quantizer(nn.Module):
@@ -123,8 +126,9 @@ class Quantizer(nn.Module):
         name: ``layer.role`` for messages and summaries.
     """
 
-    def __init__(self, spec: CastSpec, *, seed: int = 0, block_axis: int = -1,
-                 name: str = "") -> None:
+    def __init__(
+        self, spec: CastSpec, *, seed: int = 0, block_axis: int = -1, name: str = ""
+    ) -> None:
         super().__init__()
         if not isinstance(spec, CastSpec):
             raise TypeError(f"spec must be a CastSpec, got {type(spec).__name__}")
@@ -145,8 +149,9 @@ class Quantizer(nn.Module):
         """``round_value`` bound to a step and stream (for another cast's backward)."""
         return functools.partial(self.round_value, step=step, stream=stream)
 
-    def forward(self, x: torch.Tensor, step: int = 0, grad: Rounder | None = None,
-                stream: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, step: int = 0, grad: Rounder | None = None, stream: int = 0
+    ) -> torch.Tensor:
         """Autograd cast: value rounded forward, gradient straight through then ``grad``."""
         return fake_quantize(x, self.rounder(step, stream), grad)
 
@@ -166,8 +171,9 @@ class FloatQuantizer(Quantizer):
         if isinstance(fmt, BlockFormat):
             raise ValueError(f"{spec.fmt} is a block format; use MXQuantizer")
         if spec.scaling not in ("none", "absmax", "fixed"):
-            raise ValueError(f"FloatQuantizer scaling={spec.scaling!r}; accepted: 'none', "
-                             "'absmax', 'fixed'")
+            raise ValueError(
+                f"FloatQuantizer scaling={spec.scaling!r}; accepted: 'none', 'absmax', 'fixed'"
+            )
         if spec.scaling == "fixed":
             _check_scale(spec.scale)
         self.fmt = fmt
@@ -184,10 +190,18 @@ class FloatQuantizer(Quantizer):
         off = stream_offset(step, stream) if sp.stochastic else 0
         if sp.scaling == "fixed":
             assert sp.scale is not None
-            return round_scaled(x, self.fmt, sp.mode, sp.scale, overflow=sp.overflow,
-                                seed=self.seed, offset=off)
-        return round_float(x, self.fmt, sp.mode, overflow=sp.overflow, seed=self.seed,
-                           offset=off, scale=self.scale_of(x))
+            return round_scaled(
+                x, self.fmt, sp.mode, sp.scale, overflow=sp.overflow, seed=self.seed, offset=off
+            )
+        return round_float(
+            x,
+            self.fmt,
+            sp.mode,
+            overflow=sp.overflow,
+            seed=self.seed,
+            offset=off,
+            scale=self.scale_of(x),
+        )
 
 
 class IntQuantizer(Quantizer):
@@ -197,11 +211,12 @@ class IntQuantizer(Quantizer):
         super().__init__(spec, **kw)
         fmt = spec.format
         if not isinstance(fmt, IntFormat) or not fmt.signed:
-            raise ValueError(f"IntQuantizer needs a signed integer format, got {spec.fmt!r} "
-                             "(accepted: int2..int32)")
+            raise ValueError(
+                f"IntQuantizer needs a signed integer format, got {spec.fmt!r} "
+                "(accepted: int2..int32)"
+            )
         if spec.scaling not in ("absmax", "fixed"):
-            raise ValueError(f"IntQuantizer scaling={spec.scaling!r}; accepted: 'absmax', "
-                             "'fixed'")
+            raise ValueError(f"IntQuantizer scaling={spec.scaling!r}; accepted: 'absmax', 'fixed'")
         if spec.scaling == "fixed":
             _check_scale(spec.scale)
         self.bits = fmt.bits
@@ -221,8 +236,9 @@ class IntQuantizer(Quantizer):
     def round_value(self, x: torch.Tensor, step: int = 0, stream: int = 0) -> torch.Tensor:
         sp = self.spec
         off = stream_offset(step, stream) if sp.stochastic else 0
-        return int_fake_quant(x, self.scale_of(x), self.qmin, self.qmax, sp.mode,
-                              seed=self.seed, offset=off)
+        return int_fake_quant(
+            x, self.scale_of(x), self.qmin, self.qmax, sp.mode, seed=self.seed, offset=off
+        )
 
 
 class LSQQuantizer(Quantizer):
@@ -237,15 +253,24 @@ class LSQQuantizer(Quantizer):
         kw: as :class:`Quantizer`.
     """
 
-    def __init__(self, spec: CastSpec, *, role: str = "act", init: torch.Tensor | None = None,
-                 channels: int | None = None, device: Any = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        spec: CastSpec,
+        *,
+        role: str = "act",
+        init: torch.Tensor | None = None,
+        channels: int | None = None,
+        device: Any = None,
+        **kw: Any,
+    ) -> None:
         super().__init__(spec, **kw)
         fmt = spec.format
         if not isinstance(fmt, IntFormat):
             raise ValueError(f"LSQ needs an integer format, got {spec.fmt!r}")
         if spec.granularity not in ("per_tensor", "per_channel"):
-            raise ValueError(f"LSQ granularity={spec.granularity!r}; accepted: 'per_tensor', "
-                             "'per_channel'")
+            raise ValueError(
+                f"LSQ granularity={spec.granularity!r}; accepted: 'per_tensor', 'per_channel'"
+            )
         if role not in ("weight", "act"):
             raise ValueError(f"role={role!r}; accepted: 'weight', 'act'")
         self.role = role
@@ -281,7 +306,7 @@ class LSQQuantizer(Quantizer):
             m = a.mean(dim=dims) if dims else a
         else:
             m = a.mean()
-        s = 2 * m / (self.qp ** 0.5)
+        s = 2 * m / (self.qp**0.5)
         s = torch.where(s > 0, s, torch.full_like(s, 1e-8))  # all-zero data: tiny step
         self.scale.copy_(s.reshape(self.scale.shape))
         self.initialized.fill_(1)
@@ -310,19 +335,30 @@ class LSQQuantizer(Quantizer):
         sp = self.spec
         off = stream_offset(step, stream) if sp.stochastic else 0
         s = self._scale_view(x).detach().clamp_min(torch.finfo(torch.float32).tiny)
-        return int_fake_quant(x, s.to(x.dtype), -self.qn, self.qp, sp.mode, seed=self.seed,
-                              offset=off)
+        return int_fake_quant(
+            x, s.to(x.dtype), -self.qn, self.qp, sp.mode, seed=self.seed, offset=off
+        )
 
-    def forward(self, x: torch.Tensor, step: int = 0, grad: Rounder | None = None,
-                stream: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, step: int = 0, grad: Rounder | None = None, stream: int = 0
+    ) -> torch.Tensor:
         self._maybe_init(x)
         sp = self.spec
         off = stream_offset(step, stream) if sp.stochastic else 0
         s = self._scale_view(x)
         if s.dtype != x.dtype:
             s = s.to(x.dtype)
-        return lsq_quantize(x, s, self.qn, self.qp, grad_scale=self.grad_scale(x), bwd=grad,
-                            mode=sp.mode, seed=self.seed, offset=off)
+        return lsq_quantize(
+            x,
+            s,
+            self.qn,
+            self.qp,
+            grad_scale=self.grad_scale(x),
+            bwd=grad,
+            mode=sp.mode,
+            seed=self.seed,
+            offset=off,
+        )
 
 
 class MXQuantizer(Quantizer):
@@ -340,8 +376,7 @@ class MXQuantizer(Quantizer):
     def round_value(self, x: torch.Tensor, step: int = 0, stream: int = 0) -> torch.Tensor:
         sp = self.spec
         off = stream_offset(step, stream) if sp.stochastic else 0
-        return mx_fake_quant(x, self.fmt, sp.mode, axis=self.block_axis, seed=self.seed,
-                             offset=off)
+        return mx_fake_quant(x, self.fmt, sp.mode, axis=self.block_axis, seed=self.seed, offset=off)
 
 
 class S2FP8Quantizer(Quantizer):
@@ -355,25 +390,36 @@ class S2FP8Quantizer(Quantizer):
         super().__init__(spec, **kw)
         fmt = spec.format
         if not isinstance(fmt, FloatFormat):
-            raise ValueError(f"S2FP8 stores a float format; got {spec.fmt!r} (the paper: "
-                             "'e5m2')")
+            raise ValueError(f"S2FP8 stores a float format; got {spec.fmt!r} (the paper: 'e5m2')")
         if spec.scaling != "s2fp8":
             raise ValueError(f"S2FP8Quantizer needs scaling='s2fp8', got {spec.scaling!r}")
         if spec.mode != "rne":
-            raise ValueError(f"S2FP8 rounds to nearest even (the paper's choice); mode="
-                             f"{spec.mode!r} is not supported (accepted: 'rne')")
+            raise ValueError(
+                f"S2FP8 rounds to nearest even (the paper's choice); mode="
+                f"{spec.mode!r} is not supported (accepted: 'rne')"
+            )
         if spec.granularity != "per_tensor":
-            raise ValueError(f"S2FP8 statistics are per tensor; granularity="
-                             f"{spec.granularity!r} is not supported (use 'per_tensor')")
+            raise ValueError(
+                f"S2FP8 statistics are per tensor; granularity="
+                f"{spec.granularity!r} is not supported (use 'per_tensor')"
+            )
         self.fmt = fmt
 
     def round_value(self, x: torch.Tensor, step: int = 0, stream: int = 0) -> torch.Tensor:
         return s2fp8_round(x, self.fmt, nonfinite="propagate")
 
 
-def make_quantizer(spec: CastSpec, *, seed: int = 0, block_axis: int = -1, name: str = "",
-                   role: str = "act", init: torch.Tensor | None = None,
-                   channels: int | None = None, device: Any = None) -> Quantizer:
+def make_quantizer(
+    spec: CastSpec,
+    *,
+    seed: int = 0,
+    block_axis: int = -1,
+    name: str = "",
+    role: str = "act",
+    init: torch.Tensor | None = None,
+    channels: int | None = None,
+    device: Any = None,
+) -> Quantizer:
     """The quantizer class ``spec`` calls for (see the module docstring)."""
     fmt = spec.format
     kw: dict[str, Any] = dict(seed=seed, block_axis=block_axis, name=name)

@@ -41,12 +41,15 @@ def check_fmt(fmt: Any, name: str) -> Any:
     try:
         f = get_format(fmt)
     except (ValueError, TypeError) as e:
-        raise ValueError(f"{name}={fmt!r} is not a lowbit format ({e}); accepted: None "
-                         "(fp32) or an element format name such as 'bf16', 'fp16', 'e4m3'"
-                         ) from None
+        raise ValueError(
+            f"{name}={fmt!r} is not a lowbit format ({e}); accepted: None "
+            "(fp32) or an element format name such as 'bf16', 'fp16', 'e4m3'"
+        ) from None
     if isinstance(f, BlockFormat):
-        raise ValueError(f"{name}={fmt!r} is a block format; accepted: None or an element "
-                         "format ('bf16', 'fp16', 'e4m3', ...)")
+        raise ValueError(
+            f"{name}={fmt!r} is a block format; accepted: None or an element "
+            "format ('bf16', 'fp16', 'e4m3', ...)"
+        )
     return fmt
 
 
@@ -56,8 +59,7 @@ def check_mode(mode: Any, name: str) -> RoundMode:
         return as_mode(mode)
     except (ValueError, TypeError):
         accepted = ", ".join(m.value for m in RoundMode)
-        raise ValueError(f"{name}={mode!r} is not a rounding mode; accepted: {accepted}"
-                         ) from None
+        raise ValueError(f"{name}={mode!r} is not a rounding mode; accepted: {accepted}") from None
 
 
 def check_seed(seed: Any) -> int:
@@ -77,8 +79,7 @@ def compute_dtype(p: torch.Tensor) -> torch.dtype:
     return torch.float64 if p.dtype == torch.float64 else torch.float32
 
 
-def round_to(x: torch.Tensor, fmt: Any, mode: RoundMode, seed: int, offset: int
-             ) -> torch.Tensor:
+def round_to(x: torch.Tensor, fmt: Any, mode: RoundMode, seed: int, offset: int) -> torch.Tensor:
     """``x`` rounded to ``fmt`` (``None``: returned unchanged)."""
     if fmt is None:
         return x
@@ -107,10 +108,10 @@ class LowPrecisionOptimizer(torch.optim.Optimizer):
                 check_mode(param_group[k], k)
         if "seed" in param_group:
             check_seed(param_group["seed"])
-        if "master_weights" in param_group and not isinstance(param_group["master_weights"],
-                                                              bool):
-            raise ValueError(f"master_weights must be a bool, got "
-                             f"{param_group['master_weights']!r}")
+        if "master_weights" in param_group and not isinstance(param_group["master_weights"], bool):
+            raise ValueError(
+                f"master_weights must be a bool, got {param_group['master_weights']!r}"
+            )
         super().add_param_group(param_group)
         self._put_on_grid(self.param_groups[-1])
 
@@ -155,38 +156,39 @@ class LowPrecisionOptimizer(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 if p.grad.is_sparse:
-                    raise RuntimeError(f"{type(self).__name__} does not support sparse "
-                                       "gradients")
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
                 state = self.state[p]
                 k = state.get("step", 0)
                 state["step"] = k + 1
                 self._update(p, group, state, k * total + offsets[id(p)])
         return loss
 
-    def _update(self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any],
-                offset: int) -> None:
+    def _update(
+        self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any], offset: int
+    ) -> None:
         raise NotImplementedError
 
     # ---- helpers for subclasses ---------------------------------------------------------
     @staticmethod
-    def _weight(p: torch.Tensor, group: dict[str, Any], state: dict[str, Any]
-                ) -> torch.Tensor:
+    def _weight(p: torch.Tensor, group: dict[str, Any], state: dict[str, Any]) -> torch.Tensor:
         """A fresh copy of the current weight in the compute dtype (master when kept)."""
         if group["master_weights"]:
             return state["master"].clone()
         return p.detach().to(compute_dtype(p), copy=True)
 
     @staticmethod
-    def _store_weight(p: torch.Tensor, w: torch.Tensor, group: dict[str, Any],
-                      state: dict[str, Any], offset: int) -> None:
+    def _store_weight(
+        p: torch.Tensor, w: torch.Tensor, group: dict[str, Any], state: dict[str, Any], offset: int
+    ) -> None:
         if group["master_weights"]:
             state["master"] = w
         mode = as_mode(group["update_mode"])
         p.copy_(round_to(w, group["weight_fmt"], mode, group["seed"], offset))
 
     @staticmethod
-    def _store_state(state: dict[str, Any], key: str, value: torch.Tensor,
-                     group: dict[str, Any], offset: int) -> None:
+    def _store_state(
+        state: dict[str, Any], key: str, value: torch.Tensor, group: dict[str, Any], offset: int
+    ) -> None:
         mode = as_mode(group["state_mode"])
         seed = stream_seed(group["seed"], STREAMS[key])
         state[key] = round_to(value, group["state_fmt"], mode, seed, offset)
@@ -206,16 +208,16 @@ class LowPrecisionOptimizer(torch.optim.Optimizer):
                     self.state[p][key] = value.to(device=p.device, copy=True)
 
 
-def check_hyper(name: str, value: Any, lo: float, hi: float | None = None, *,
-                hi_open: bool = False) -> float:
+def check_hyper(
+    name: str, value: Any, lo: float, hi: float | None = None, *, hi_open: bool = False
+) -> float:
     """A float hyper-parameter in ``[lo, hi]`` (``[lo, hi)`` when ``hi_open``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name} must be a number, got {value!r}")
     v = float(value)
     bad = not v >= lo or (hi is not None and (v >= hi if hi_open else v > hi))
     if bad:
-        rng = f"[{lo}, {hi})" if hi_open else (f"[{lo}, {hi}]" if hi is not None
-                                                else f">= {lo}")
+        rng = f"[{lo}, {hi})" if hi_open else (f"[{lo}, {hi}]" if hi is not None else f">= {lo}")
         raise ValueError(f"{name}={value!r} is out of range; accepted: {rng}")
     return v
 

@@ -101,13 +101,23 @@ class LowPrecisionAdamW(LowPrecisionOptimizer):
         check_seed(seed)
         if not isinstance(master_weights, bool):
             raise ValueError(f"master_weights must be a bool, got {master_weights!r}")
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                        weight_fmt=weight_fmt, state_fmt=state_fmt, update_mode=update_mode,
-                        state_mode=state_mode, master_weights=master_weights, seed=seed)
+        defaults = dict(
+            lr=lr,
+            betas=tuple(betas),
+            eps=eps,
+            weight_decay=weight_decay,
+            weight_fmt=weight_fmt,
+            state_fmt=state_fmt,
+            update_mode=update_mode,
+            state_mode=state_mode,
+            master_weights=master_weights,
+            seed=seed,
+        )
         super().__init__(params, defaults)
 
-    def _update(self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any],
-                offset: int) -> None:
+    def _update(
+        self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any], offset: int
+    ) -> None:
         lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
         beta1, beta2 = group["betas"]
         w = self._weight(p, group, state)

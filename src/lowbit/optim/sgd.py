@@ -72,8 +72,10 @@ class LowPrecisionSGD(LowPrecisionOptimizer):
         check_hyper("weight_decay", weight_decay, 0.0)
         check_hyper("dampening", dampening, 0.0)
         if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError(f"nesterov=True needs momentum > 0 and dampening == 0, got "
-                             f"momentum={momentum!r}, dampening={dampening!r}")
+            raise ValueError(
+                f"nesterov=True needs momentum > 0 and dampening == 0, got "
+                f"momentum={momentum!r}, dampening={dampening!r}"
+            )
         check_fmt(weight_fmt, "weight_fmt")
         check_fmt(state_fmt, "state_fmt")
         check_mode(update_mode, "update_mode")
@@ -81,10 +83,19 @@ class LowPrecisionSGD(LowPrecisionOptimizer):
         check_seed(seed)
         if not isinstance(master_weights, bool):
             raise ValueError(f"master_weights must be a bool, got {master_weights!r}")
-        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                        nesterov=bool(nesterov), dampening=dampening, weight_fmt=weight_fmt,
-                        state_fmt=state_fmt, update_mode=update_mode, state_mode=state_mode,
-                        master_weights=master_weights, seed=seed)
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            nesterov=bool(nesterov),
+            dampening=dampening,
+            weight_fmt=weight_fmt,
+            state_fmt=state_fmt,
+            update_mode=update_mode,
+            state_mode=state_mode,
+            master_weights=master_weights,
+            seed=seed,
+        )
         super().__init__(params, defaults)
 
     def _grad(self, p: torch.Tensor, group: dict[str, Any]) -> torch.Tensor:
@@ -92,8 +103,9 @@ class LowPrecisionSGD(LowPrecisionOptimizer):
         assert p.grad is not None
         return p.grad
 
-    def _update(self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any],
-                offset: int) -> None:
+    def _update(
+        self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any], offset: int
+    ) -> None:
         lr, wd, mom = group["lr"], group["weight_decay"], group["momentum"]
         w = self._weight(p, group, state)
         d = self._grad(p, group).to(w.dtype)

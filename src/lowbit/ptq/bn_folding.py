@@ -42,8 +42,12 @@ def _foldable(layer: nn.Module, bn: nn.Module) -> bool:
     for lt, bt in _PAIRS:
         if type(layer) is lt and type(bn) is bt:
             out = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
-            return (bn.num_features == out and bn.track_running_stats
-                    and bn.running_mean is not None and bn.running_var is not None)
+            return (
+                bn.num_features == out
+                and bn.track_running_stats
+                and bn.running_mean is not None
+                and bn.running_var is not None
+            )
     return False
 
 
@@ -66,8 +70,7 @@ def fold_into(layer: nn.Module, bn: nn.Module) -> None:
         layer.bias.copy_(new_b)
 
 
-def find_bn_pairs(model: nn.Module, *, attr_pairs: bool = True
-                  ) -> list[tuple[str, str, str]]:
+def find_bn_pairs(model: nn.Module, *, attr_pairs: bool = True) -> list[tuple[str, str, str]]:
     """``(parent name, layer attribute, bn attribute)`` of every foldable pair, in order."""
     found: list[tuple[str, str, str]] = []
     for pname, parent in model.named_modules():

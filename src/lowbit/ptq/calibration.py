@@ -26,15 +26,18 @@ from lowbit.ptq.modules import is_target, to_ptq
 from lowbit.ptq.observers import Observer, make_observer
 
 
-def model_inputs(loader: Iterable[Any], num_batches: int | None, device: torch.device
-                 ) -> Iterator[torch.Tensor]:
+def model_inputs(
+    loader: Iterable[Any], num_batches: int | None, device: torch.device
+) -> Iterator[torch.Tensor]:
     """The input tensor of each batch (``x`` of ``(x, y, ...)``), on ``device``."""
     n = 0
     for batch in loader:
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"calibration batches must be tensors or (tensor, ...) tuples, "
-                            f"got {type(x).__name__}")
+            raise TypeError(
+                f"calibration batches must be tensors or (tensor, ...) tuples, "
+                f"got {type(x).__name__}"
+            )
         yield x.to(device)
         n += 1
         if num_batches is not None and n >= num_batches:
@@ -49,11 +52,16 @@ def _device(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def _observe(model: nn.Module, targets: dict[str, nn.Module], loader: Iterable[Any],
-             cfg: PTQConfig, bits: int, progress: bool) -> dict[str, Observer]:
+def _observe(
+    model: nn.Module,
+    targets: dict[str, nn.Module],
+    loader: Iterable[Any],
+    cfg: PTQConfig,
+    bits: int,
+    progress: bool,
+) -> dict[str, Observer]:
     """Observers of every target's input after the passes over ``loader``."""
-    obs = {name: make_observer(cfg.method, bits, percentile=cfg.percentile)
-           for name in targets}
+    obs = {name: make_observer(cfg.method, bits, percentile=cfg.percentile) for name in targets}
     stage = {"pass": 1}
 
     def hook(name: str) -> Any:
@@ -63,6 +71,7 @@ def _observe(model: nn.Module, targets: dict[str, nn.Module], loader: Iterable[A
                 obs[name].observe_range(x)
             else:
                 obs[name].observe(x)
+
         return fn
 
     handles = [m.register_forward_pre_hook(hook(n)) for n, m in targets.items()]
@@ -72,8 +81,13 @@ def _observe(model: nn.Module, targets: dict[str, nn.Module], loader: Iterable[A
         for k in (1, 2)[:passes]:
             stage["pass"] = k
             it = model_inputs(loader, cfg.num_batches, device)
-            for x in tqdm(it, desc=f"calibrate ({cfg.method}, pass {k}/{passes})",
-                          disable=not progress, total=cfg.num_batches, leave=False):
+            for x in tqdm(
+                it,
+                desc=f"calibrate ({cfg.method}, pass {k}/{passes})",
+                disable=not progress,
+                total=cfg.num_batches,
+                leave=False,
+            ):
                 model(x)
     finally:
         for h in handles:
@@ -138,9 +152,18 @@ def calibrate(
         ValueError: unknown method/format/granularity, ``num_batches <= 0``, ``percentile``
             outside ``(0, 100]``, a model without Linear/Conv layers, an empty loader.
     """
-    cfg = PTQConfig(weight=weight, act=act, method=method, weight_method=weight_method,
-                    granularity=granularity, group_size=group_size, percentile=percentile,
-                    num_batches=num_batches, fold_bn=fold_bn, weight_only=weight_only)
+    cfg = PTQConfig(
+        weight=weight,
+        act=act,
+        method=method,
+        weight_method=weight_method,
+        granularity=granularity,
+        group_size=group_size,
+        percentile=percentile,
+        num_batches=num_batches,
+        fold_bn=fold_bn,
+        weight_only=weight_only,
+    )
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     act_bits = cfg.act_bits
@@ -152,8 +175,7 @@ def calibrate(
         _fold_bn(m)
     targets = {n: mod for n, mod in m.named_modules() if is_target(mod)}
     if not targets:
-        raise ValueError("the model has no nn.Linear / nn.Conv1d / nn.Conv2d layer to "
-                         "quantize")
+        raise ValueError("the model has no nn.Linear / nn.Conv1d / nn.Conv2d layer to quantize")
     obs = _observe(m, targets, loader, cfg, act_bits, progress) if act_bits else {}
     wbits, gs = cfg.weight_bits, cfg.effective_group_size
     for name, layer in targets.items():
@@ -162,10 +184,16 @@ def calibrate(
         qw = quantize_weight(w, wbits, cfg.granularity, gs, scales)
         o = obs.get(name)
         act_scale = o.scale() if (o is not None and o.count > 0) else None
-        new = to_ptq(layer, qw, weight_bits=wbits, act_bits=act_bits,
-                     granularity=cfg.granularity,
-                     group_size=gs if cfg.granularity == "per_group" else None,
-                     weight_scale=scales, act_scale=act_scale)
+        new = to_ptq(
+            layer,
+            qw,
+            weight_bits=wbits,
+            act_bits=act_bits,
+            granularity=cfg.granularity,
+            group_size=gs if cfg.granularity == "per_group" else None,
+            weight_scale=scales,
+            act_scale=act_scale,
+        )
         _set_submodule(m, name, new)
     m.lowbit_ptq_config = cfg
     return m

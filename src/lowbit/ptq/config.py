@@ -22,8 +22,7 @@ def int_bits(fmt: Any, name: str) -> int:
     try:
         f = get_format(fmt)
     except (ValueError, TypeError):
-        raise ValueError(f"{name}={fmt!r} is not a lowbit format; accepted: {accepted}"
-                         ) from None
+        raise ValueError(f"{name}={fmt!r} is not a lowbit format; accepted: {accepted}") from None
     if not isinstance(f, IntFormat) or not f.signed or not 2 <= f.bits <= 16:
         raise ValueError(f"{name}={fmt!r} is not supported by PTQ; accepted: {accepted}")
     return f.bits
@@ -53,23 +52,24 @@ class PTQConfig:
         if self.act is not None:
             int_bits(self.act, "act")
         if self.method not in METHODS:
-            raise ValueError(f"method={self.method!r}; accepted: "
-                             f"{', '.join(map(repr, METHODS))}")
+            raise ValueError(f"method={self.method!r}; accepted: {', '.join(map(repr, METHODS))}")
         if self.weight_method is not None and self.weight_method not in WEIGHT_METHODS:
-            raise ValueError(f"weight_method={self.weight_method!r}; accepted: None, "
-                             f"{', '.join(map(repr, WEIGHT_METHODS))}")
+            raise ValueError(
+                f"weight_method={self.weight_method!r}; accepted: None, "
+                f"{', '.join(map(repr, WEIGHT_METHODS))}"
+            )
         gran = _GRAN_ALIASES.get(self.granularity, self.granularity)
         if gran not in GRANULARITIES:
-            raise ValueError(f"granularity={self.granularity!r}; accepted: "
-                             f"{', '.join(map(repr, GRANULARITIES))}")
+            raise ValueError(
+                f"granularity={self.granularity!r}; accepted: {', '.join(map(repr, GRANULARITIES))}"
+            )
         object.__setattr__(self, "granularity", gran)
         gs = self.group_size
         if gs is not None:
             if isinstance(gs, bool) or not isinstance(gs, int) or gs < 1:
                 raise ValueError(f"group_size must be an int >= 1 or None, got {gs!r}")
             if gran != "per_group":
-                raise ValueError(f"group_size={gs} needs granularity='per_group', got "
-                                 f"{gran!r}")
+                raise ValueError(f"group_size={gs} needs granularity='per_group', got {gran!r}")
         p = self.percentile
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 100:
             raise ValueError(f"percentile={p!r} is out of range; accepted: (0, 100]")
@@ -112,8 +112,7 @@ class PTQConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown PTQConfig keys {sorted(unknown)}; accepted: "
-                             f"{sorted(known)}")
+            raise ValueError(f"unknown PTQConfig keys {sorted(unknown)}; accepted: {sorted(known)}")
         return cls(**d)
 
     def to_json(self) -> str:

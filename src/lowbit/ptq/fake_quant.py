@@ -72,8 +72,9 @@ def weight_amax(w: torch.Tensor, granularity: str, group_size: int) -> torch.Ten
     return _grouped(a, group_size).amax(dim=2)
 
 
-def weight_scales(w: torch.Tensor, bits: int, granularity: str, group_size: int,
-                  method: str) -> np.ndarray:
+def weight_scales(
+    w: torch.Tensor, bits: int, granularity: str, group_size: int, method: str
+) -> np.ndarray:
     """float32 scales of ``w`` for ``method`` ``"minmax"`` or ``"mse"`` (parameter shape).
 
     ``mse`` tries, per tensor/channel/group, the scales of the clipping ratios
@@ -101,20 +102,32 @@ def weight_scales(w: torch.Tensor, bits: int, granularity: str, group_size: int,
     return np.take_along_axis(cand, best[None], axis=0)[0]
 
 
-def quantize_weight(w: torch.Tensor, bits: int, granularity: str, group_size: int,
-                    scales: np.ndarray) -> torch.Tensor:
+def quantize_weight(
+    w: torch.Tensor, bits: int, granularity: str, group_size: int, scales: np.ndarray
+) -> torch.Tensor:
     """``lowbit.quantize_int`` of ``w`` with the given float32 scales (shape kept)."""
     w2 = _as_2d(w)
     if granularity == "per_tensor":
         q = quantize_int(w2, bits, granularity="tensor", scale=float(scales))
     elif granularity == "per_channel":
-        q = quantize_int(w2, bits, granularity="channel", axis=0,
-                         scale=scales.astype(np.float64))
+        q = quantize_int(w2, bits, granularity="channel", axis=0, scale=scales.astype(np.float64))
     else:
-        q = quantize_int(w2, bits, granularity="group", axis=1, group_size=group_size,
-                         scale=scales.astype(np.float64))
+        q = quantize_int(
+            w2,
+            bits,
+            granularity="group",
+            axis=1,
+            group_size=group_size,
+            scale=scales.astype(np.float64),
+        )
     return q.reshape(w.shape)
 
 
-__all__ = ["MSE_GRID", "fake_quant_int", "quantize_weight", "scale_from_amax",
-           "weight_amax", "weight_scales"]
+__all__ = [
+    "MSE_GRID",
+    "fake_quant_int",
+    "quantize_weight",
+    "scale_from_amax",
+    "weight_amax",
+    "weight_scales",
+]

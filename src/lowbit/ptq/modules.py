@@ -27,18 +27,30 @@ class PTQLayer:
     weight_scale: torch.Tensor
     act_scale: torch.Tensor | None
 
-    def _init_quant(self, weight_bits: int, act_bits: int | None, granularity: str,
-                    group_size: int | None, weight_scale: np.ndarray,
-                    act_scale: float | None, device: Any) -> None:
+    def _init_quant(
+        self,
+        weight_bits: int,
+        act_bits: int | None,
+        granularity: str,
+        group_size: int | None,
+        weight_scale: np.ndarray,
+        act_scale: float | None,
+        device: Any,
+    ) -> None:
         self.weight_bits = weight_bits
         self.act_bits = act_bits if act_scale is not None else None
         self.granularity = granularity
         self.group_size = group_size
-        self.register_buffer("weight_scale",  # type: ignore[attr-defined]
-                             torch.tensor(weight_scale, dtype=torch.float32, device=device))
+        self.register_buffer(
+            "weight_scale",  # type: ignore[attr-defined]
+            torch.tensor(weight_scale, dtype=torch.float32, device=device),
+        )
         self.register_buffer(  # type: ignore[attr-defined]
-            "act_scale", None if act_scale is None else
-            torch.tensor(act_scale, dtype=torch.float32, device=device))
+            "act_scale",
+            None
+            if act_scale is None
+            else torch.tensor(act_scale, dtype=torch.float32, device=device),
+        )
 
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
         if self.act_scale is None or self.act_bits is None:
@@ -82,7 +94,10 @@ class PTQConv2d(PTQLayer, nn.Conv2d):
 
 
 _PTQ_CLASSES: dict[type[nn.Module], type[nn.Module]] = {
-    nn.Linear: PTQLinear, nn.Conv1d: PTQConv1d, nn.Conv2d: PTQConv2d}
+    nn.Linear: PTQLinear,
+    nn.Conv1d: PTQConv1d,
+    nn.Conv2d: PTQConv2d,
+}
 QUANTIZABLE = tuple(_PTQ_CLASSES)
 
 
@@ -92,9 +107,17 @@ def is_target(m: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def to_ptq(layer: nn.Module, qweight: torch.Tensor, *, weight_bits: int,
-           act_bits: int | None, granularity: str, group_size: int | None,
-           weight_scale: np.ndarray, act_scale: float | None) -> nn.Module:
+def to_ptq(
+    layer: nn.Module,
+    qweight: torch.Tensor,
+    *,
+    weight_bits: int,
+    act_bits: int | None,
+    granularity: str,
+    group_size: int | None,
+    weight_scale: np.ndarray,
+    act_scale: float | None,
+) -> nn.Module:
     """The PTQ twin of a float ``layer`` holding ``qweight`` (the bias is copied)."""
     base = next(t for t in type(layer).__mro__ if t in _PTQ_CLASSES)
     cls = _PTQ_CLASSES[base]
@@ -103,17 +126,25 @@ def to_ptq(layer: nn.Module, qweight: torch.Tensor, *, weight_bits: int,
     if isinstance(layer, nn.Linear):
         new = cls(layer.in_features, layer.out_features, **kw)
     else:
-        new = cls(layer.in_channels, layer.out_channels, layer.kernel_size,
-                  stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
-                  groups=layer.groups, padding_mode=layer.padding_mode, **kw)
+        new = cls(
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            stride=layer.stride,
+            padding=layer.padding,
+            dilation=layer.dilation,
+            groups=layer.groups,
+            padding_mode=layer.padding_mode,
+            **kw,
+        )
     new.weight.copy_(qweight)
     if layer.bias is not None:
         new.bias.copy_(layer.bias)
     new.train(layer.training)
-    new._init_quant(weight_bits, act_bits, granularity, group_size, weight_scale,
-                    act_scale, w.device)
+    new._init_quant(
+        weight_bits, act_bits, granularity, group_size, weight_scale, act_scale, w.device
+    )
     return new
 
 
-__all__ = ["QUANTIZABLE", "PTQConv1d", "PTQConv2d", "PTQLayer", "PTQLinear", "is_target",
-           "to_ptq"]
+__all__ = ["QUANTIZABLE", "PTQConv1d", "PTQConv2d", "PTQLayer", "PTQLinear", "is_target", "to_ptq"]

@@ -236,5 +236,14 @@ def make_observer(method: str, bits: int, *, percentile: float = 99.99) -> Obser
     raise ValueError(f"method={method!r}; accepted: {', '.join(map(repr, METHODS))}")
 
 
-__all__ = ["HIST_BINS", "METHODS", "KLObserver", "MSEObserver", "MinMaxObserver", "Observer",
-           "PercentileObserver", "kl_threshold", "make_observer"]
+__all__ = [
+    "HIST_BINS",
+    "METHODS",
+    "KLObserver",
+    "MSEObserver",
+    "MinMaxObserver",
+    "Observer",
+    "PercentileObserver",
+    "kl_threshold",
+    "make_observer",
+]

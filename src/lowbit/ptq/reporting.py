@@ -37,15 +37,21 @@ class PTQReport:
 
     def to_markdown(self) -> str:
         """The report as two markdown tables (summary, per-layer SQNR)."""
+
         def pct(v: float | None) -> str:
             return "n/a" if v is None else f"{100 * v:.2f} %"
 
-        lines = ["| metric | value |", "|---|---|",
-                 f"| accuracy (float) | {pct(self.accuracy_fp)} |",
-                 f"| accuracy (quantized) | {pct(self.accuracy_q)} |",
-                 f"| agreement | {pct(self.agreement)} |",
-                 f"| samples | {self.samples} |", "",
-                 "| layer | SQNR (dB) |", "|---|---|"]
+        lines = [
+            "| metric | value |",
+            "|---|---|",
+            f"| accuracy (float) | {pct(self.accuracy_fp)} |",
+            f"| accuracy (quantized) | {pct(self.accuracy_q)} |",
+            f"| agreement | {pct(self.agreement)} |",
+            f"| samples | {self.samples} |",
+            "",
+            "| layer | SQNR (dB) |",
+            "|---|---|",
+        ]
         lines += [f"| {k} | {v:.2f} |" for k, v in self.sqnr_db.items()]
         return "\n".join(lines)
 
@@ -57,8 +63,13 @@ def _split(batch: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 @torch.no_grad()
-def report(model_fp: nn.Module, model_q: nn.Module, loader: Iterable[Any], *,
-           num_batches: int | None = None) -> PTQReport:
+def report(
+    model_fp: nn.Module,
+    model_q: nn.Module,
+    loader: Iterable[Any],
+    *,
+    num_batches: int | None = None,
+) -> PTQReport:
     """Compare ``model_q`` (from :func:`~lowbit.ptq.calibrate`) with ``model_fp``.
 
     The float model is compared in the form the quantized one was made from: a copy with its
@@ -74,8 +85,9 @@ def report(model_fp: nn.Module, model_q: nn.Module, loader: Iterable[Any], *,
         ValueError: a quantized layer has no float counterpart of the same name, or the
             loader is empty, or ``num_batches <= 0``.
     """
-    if num_batches is not None and (isinstance(num_batches, bool)
-                                    or not isinstance(num_batches, int) or num_batches < 1):
+    if num_batches is not None and (
+        isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1
+    ):
         raise ValueError(f"num_batches must be an int >= 1 or None, got {num_batches!r}")
     ref = copy.deepcopy(model_fp).eval()
     cfg = getattr(model_q, "lowbit_ptq_config", None)
@@ -92,6 +104,7 @@ def report(model_fp: nn.Module, model_q: nn.Module, loader: Iterable[Any], *,
     def hook(tag: str, name: str) -> Any:
         def fn(_m: nn.Module, _a: Any, out: torch.Tensor) -> None:
             outs[tag][name] = out.detach().to(torch.float64)
+
         return fn
 
     handles = [m.register_forward_hook(hook("q", n)) for n, m in qlayers.items()]
@@ -130,12 +143,21 @@ def report(model_fp: nn.Module, model_q: nn.Module, loader: Iterable[Any], *,
             h.remove()
     if n_total == 0:
         raise ValueError("the loader yielded no samples")
-    sqnr = {n: (math.inf if noise[n] == 0 else
-                (10 * math.log10(sig[n] / noise[n]) if sig[n] > 0 else -math.inf))
-            for n in qlayers}
-    return PTQReport(accuracy_fp=n_fp / n_total if has_labels else None,
-                     accuracy_q=n_q / n_total if has_labels else None,
-                     agreement=n_agree / n_total, sqnr_db=sqnr, samples=n_total)
+    sqnr = {
+        n: (
+            math.inf
+            if noise[n] == 0
+            else (10 * math.log10(sig[n] / noise[n]) if sig[n] > 0 else -math.inf)
+        )
+        for n in qlayers
+    }
+    return PTQReport(
+        accuracy_fp=n_fp / n_total if has_labels else None,
+        accuracy_q=n_q / n_total if has_labels else None,
+        agreement=n_agree / n_total,
+        sqnr_db=sqnr,
+        samples=n_total,
+    )
 
 
 __all__ = ["PTQReport", "report"]

@@ -97,8 +97,9 @@ def exact_harmonic(n: int) -> np.ndarray:
     return out
 
 
-def partial_sums(n: int, fmt: str, mode: str = "rne", *, seed: int = 0, runs: int = 1,
-                 progress: bool = False) -> np.ndarray:
+def partial_sums(
+    n: int, fmt: str, mode: str = "rne", *, seed: int = 0, runs: int = 1, progress: bool = False
+) -> np.ndarray:
     """``s_1..s_n`` of the harmonic series in ``fmt``/``mode``, shape ``(runs, n)``.
 
     All divisions ``fl(1/k)`` are one vector operation; the additions run in order ``k = 1..n``
@@ -140,10 +141,17 @@ def stagnation(s: np.ndarray) -> tuple[int, float] | None:
     return m, float(s[last])
 
 
-def harmonic(fmts: str | Sequence[str] = "fp16", modes: str | Sequence[str] = ("rne", "sr"), *,
-             n: int | None = None, runs: int = 8, seed: int = 0,
-             out_dir: str | Path | None = None, plot: bool = True,
-             progress: bool = False) -> HarmonicResult:
+def harmonic(
+    fmts: str | Sequence[str] = "fp16",
+    modes: str | Sequence[str] = ("rne", "sr"),
+    *,
+    n: int | None = None,
+    runs: int = 8,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    plot: bool = True,
+    progress: bool = False,
+) -> HarmonicResult:
     """Sum the harmonic series in each format and mode; tabulate, plot and write markdown.
 
     Args:
@@ -183,13 +191,22 @@ def harmonic(fmts: str | Sequence[str] = "fp16", modes: str | Sequence[str] = ("
             sums[(f, m.value)] = s
             fin = s[:, -1]
             st = stagnation(s[0]) if s.shape[0] == 1 else None
-            rows.append(HarmonicRow(
-                fmt=f, mode=m.value, n=n, runs=s.shape[0], final=float(fin.mean()),
-                final_min=float(fin.min()), final_max=float(fin.max()),
-                stagnation_n=None if st is None else st[0],
-                stagnation_value=None if st is None else st[1], exact=float(exact[-1]),
-                rel_error=float(abs(fin.mean() - exact[-1]) / exact[-1]),
-                seed=seed if m.stochastic else None))
+            rows.append(
+                HarmonicRow(
+                    fmt=f,
+                    mode=m.value,
+                    n=n,
+                    runs=s.shape[0],
+                    final=float(fin.mean()),
+                    final_min=float(fin.min()),
+                    final_max=float(fin.max()),
+                    stagnation_n=None if st is None else st[0],
+                    stagnation_value=None if st is None else st[1],
+                    exact=float(exact[-1]),
+                    rel_error=float(abs(fin.mean() - exact[-1]) / exact[-1]),
+                    seed=seed if m.stochastic else None,
+                )
+            )
     md = markdown_table(rows)
     plot_path = md_path = None
     if out_dir is not None:
@@ -205,15 +222,19 @@ def harmonic(fmts: str | Sequence[str] = "fp16", modes: str | Sequence[str] = ("
 
 def markdown_table(rows: Sequence[HarmonicRow]) -> str:
     """The rows as a markdown table."""
-    lines = ["| format | mode | n | runs | s_n (mean) | s_n range | stagnates from n | at value "
-             "| exact H_n | rel. error |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| format | mode | n | runs | s_n (mean) | s_n range | stagnates from n | at value "
+        "| exact H_n | rel. error |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         rng = f"{r.final_min:.6g} – {r.final_max:.6g}" if r.runs > 1 else "—"
         st_n = "—" if r.stagnation_n is None else str(r.stagnation_n)
         st_v = "—" if r.stagnation_value is None else repr(r.stagnation_value)
-        lines.append(f"| {r.fmt} | {r.mode} | {r.n} | {r.runs} | {r.final:.8g} | {rng} | {st_n} "
-                     f"| {st_v} | {r.exact:.8g} | {r.rel_error:.2e} |")
+        lines.append(
+            f"| {r.fmt} | {r.mode} | {r.n} | {r.runs} | {r.final:.8g} | {rng} | {st_n} "
+            f"| {st_v} | {r.exact:.8g} | {r.rel_error:.2e} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -230,8 +251,9 @@ def _plot(exact: np.ndarray, sums: dict[tuple[str, str], np.ndarray], path: Path
     for (f, m), s in sums.items():
         if s.shape[0] > 1:
             line = ax.plot(x, s.mean(axis=0), lw=1, label=f"{f} {m} (mean of {s.shape[0]})")
-            ax.fill_between(x, s.min(axis=0), s.max(axis=0), color=line[0].get_color(),
-                            alpha=0.2, lw=0)
+            ax.fill_between(
+                x, s.min(axis=0), s.max(axis=0), color=line[0].get_color(), alpha=0.2, lw=0
+            )
         else:
             ax.plot(x, s[0], lw=1, ls="--", label=f"{f} {m}")
     ax.set_xscale("log")
@@ -246,5 +268,12 @@ def _plot(exact: np.ndarray, sums: dict[tuple[str, str], np.ndarray], path: Path
     return path
 
 
-__all__ = ["HarmonicResult", "HarmonicRow", "exact_harmonic", "harmonic", "markdown_table",
-           "partial_sums", "stagnation"]
+__all__ = [
+    "HarmonicResult",
+    "HarmonicRow",
+    "exact_harmonic",
+    "harmonic",
+    "markdown_table",
+    "partial_sums",
+    "stagnation",
+]

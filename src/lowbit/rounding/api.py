@@ -24,8 +24,13 @@ DEFAULT_SR_BITS = 32
 _IMPLS = ("auto", "reference", "kernel")
 
 
-def resolve_policy(fmt: Format, mode: RoundMode | str, overflow: str | None, subnormals: bool,
-                   rand_bits: int | None) -> EdgePolicy:
+def resolve_policy(
+    fmt: Format,
+    mode: RoundMode | str,
+    overflow: str | None,
+    subnormals: bool,
+    rand_bits: int | None,
+) -> EdgePolicy:
     """Validate the options of a rounding call against the format."""
     m = as_mode(mode)
     if not isinstance(subnormals, bool):
@@ -41,8 +46,9 @@ def resolve_policy(fmt: Format, mode: RoundMode | str, overflow: str | None, sub
         accepted, default = ("saturate",), "saturate"
     ov = default if overflow is None else overflow
     if ov not in accepted:
-        raise ValueError(f"overflow={overflow!r} is not valid for {fmt}; accepted: "
-                         f"{', '.join(accepted)}")
+        raise ValueError(
+            f"overflow={overflow!r} is not valid for {fmt}; accepted: {', '.join(accepted)}"
+        )
     if ov == "inf":  # IEEE formats: inf on overflow is what the mode table says
         ov = "nan"
     if rand_bits is None:
@@ -65,8 +71,9 @@ def _seed(seed: int | None, mode: RoundMode) -> int:
     return int(seed)
 
 
-def round_reference_numpy(x64: np.ndarray, fmt: Format, pol: EdgePolicy, seed: int,
-                          offset: int = 0) -> np.ndarray:
+def round_reference_numpy(
+    x64: np.ndarray, fmt: Format, pol: EdgePolicy, seed: int, offset: int = 0
+) -> np.ndarray:
     """The reference on a float64 numpy array; returns float64 (shape kept)."""
     flat = np.ascontiguousarray(x64, dtype=np.float64).reshape(-1)
     r = bits_numpy(seed, offset, flat.size) if pol.mode.stochastic else None
@@ -87,19 +94,25 @@ def _check_numpy_dtype(dt: np.dtype) -> None:
         raise TypeError(f"unsupported dtype {dt}; accepted: {B.ACCEPTED_DTYPES}")
 
 
-def _round_numpy(x: Any, fmt: Format, pol: EdgePolicy, seed: int, offset: int, out: Any,
-                 impl: str) -> Any:
+def _round_numpy(
+    x: Any, fmt: Format, pol: EdgePolicy, seed: int, offset: int, out: Any, impl: str
+) -> Any:
     scalar = isinstance(x, (float, int, np.generic)) and not isinstance(x, bool)
     if isinstance(x, bool):
         raise TypeError("bool is not a number to round; pass a float")
-    arr = np.asarray(x, dtype=np.float64) if isinstance(x, (float, int, list, tuple)) else \
-        np.asarray(x)
+    arr = (
+        np.asarray(x, dtype=np.float64)
+        if isinstance(x, (float, int, list, tuple))
+        else np.asarray(x)
+    )
     _check_numpy_dtype(arr.dtype)
     if out is not None:
         if not isinstance(out, np.ndarray) or out.shape != arr.shape or out.dtype != arr.dtype:
-            raise ValueError(f"out must be a numpy array of shape {arr.shape} and dtype "
-                             f"{arr.dtype}, got {getattr(out, 'shape', None)} "
-                             f"{getattr(out, 'dtype', type(out).__name__)}")
+            raise ValueError(
+                f"out must be a numpy array of shape {arr.shape} and dtype "
+                f"{arr.dtype}, got {getattr(out, 'shape', None)} "
+                f"{getattr(out, 'dtype', type(out).__name__)}"
+            )
     if impl != "reference":
         from lowbit.kernels import dispatch
 
@@ -117,14 +130,19 @@ def _round_numpy(x: Any, fmt: Format, pol: EdgePolicy, seed: int, offset: int, o
     return res.dtype.type(res) if scalar else res
 
 
-def _round_torch(x: Any, fmt: Format, pol: EdgePolicy, seed: int, offset: int, out: Any,
-                 impl: str) -> Any:
+def _round_torch(
+    x: Any, fmt: Format, pol: EdgePolicy, seed: int, offset: int, out: Any, impl: str
+) -> Any:
     import torch
 
     if x.dtype not in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
         raise TypeError(f"unsupported dtype {x.dtype}; accepted: {B.ACCEPTED_DTYPES}")
-    if out is not None and (not isinstance(out, torch.Tensor) or out.shape != x.shape
-                            or out.dtype != x.dtype or out.device != x.device):
+    if out is not None and (
+        not isinstance(out, torch.Tensor)
+        or out.shape != x.shape
+        or out.dtype != x.dtype
+        or out.device != x.device
+    ):
         raise ValueError("out must be a torch tensor with the input's shape, dtype and device")
     x = x.detach()
     if x.device.type == "cpu" and impl != "reference":
@@ -134,13 +152,15 @@ def _round_torch(x: Any, fmt: Format, pol: EdgePolicy, seed: int, offset: int, o
         if res is not None:
             return res
     if isinstance(fmt, PositFormat):
-        res = torch.from_numpy(round_reference_numpy(
-            x.detach().to("cpu", torch.float64).numpy(), fmt, pol, seed, offset))
+        res = torch.from_numpy(
+            round_reference_numpy(
+                x.detach().to("cpu", torch.float64).numpy(), fmt, pol, seed, offset
+            )
+        )
         res = res.to(device=x.device, dtype=x.dtype)
     else:
         flat = x.detach().reshape(-1).to(torch.float64)
-        r = bits_torch(seed, offset, flat.numel(), device=x.device) if pol.mode.stochastic \
-            else None
+        r = bits_torch(seed, offset, flat.numel(), device=x.device) if pol.mode.stochastic else None
         ops = B.TorchOps()
         fn = round_float_grid if isinstance(fmt, FloatFormat) else round_fixed_grid
         res = fn(flat, fmt, pol, r, ops).to(x.dtype).reshape(x.shape)  # type: ignore[arg-type]
@@ -162,8 +182,10 @@ def _round_jax(x: Any, fmt: Format, pol: EdgePolicy, seed: int, offset: int) -> 
 
     if x.dtype not in (jnp.float64, jnp.float32, jnp.float16, jnp.bfloat16):
         raise TypeError(f"unsupported dtype {x.dtype}; accepted: {B.ACCEPTED_DTYPES}")
-    too_wide = isinstance(fmt, (FixedFormat, IntFormat)) and (
-        fmt.fixed if isinstance(fmt, IntFormat) else fmt).bits > 30
+    too_wide = (
+        isinstance(fmt, (FixedFormat, IntFormat))
+        and (fmt.fixed if isinstance(fmt, IntFormat) else fmt).bits > 30
+    )
     if isinstance(fmt, PositFormat) or x.dtype == jnp.float64 or too_wide:
         # No jax kernel for these: round on the host with the numpy reference.
         res = round_reference_numpy(np.asarray(x, dtype=np.float64), fmt, pol, seed, offset)
@@ -172,8 +194,11 @@ def _round_jax(x: Any, fmt: Format, pol: EdgePolicy, seed: int, offset: int) -> 
     key = (fmt, pol)
     fn = _JAX_CACHE.get(key)
     if fn is None:
-        kernel = (float_jax.round_float_bits if isinstance(fmt, FloatFormat)
-                  else float_jax.round_fixed_bits)
+        kernel = (
+            float_jax.round_float_bits
+            if isinstance(fmt, FloatFormat)
+            else float_jax.round_fixed_bits
+        )
 
         def _impl(xx: Any, k0: Any, k1: Any, start: Any) -> Any:
             # Bit views only: XLA on CPU flushes subnormal floats to zero.

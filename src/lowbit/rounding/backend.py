@@ -12,8 +12,12 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-NUMPY_FLOAT_DTYPES = (np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.float16),
-                      np.dtype(ml_dtypes.bfloat16))
+NUMPY_FLOAT_DTYPES = (
+    np.dtype(np.float64),
+    np.dtype(np.float32),
+    np.dtype(np.float16),
+    np.dtype(ml_dtypes.bfloat16),
+)
 ACCEPTED_DTYPES = "float64, float32, float16, bfloat16"
 
 

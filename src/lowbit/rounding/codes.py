@@ -62,8 +62,11 @@ def _to_numpy_float64(x: Any) -> tuple[np.ndarray, str, Any]:
     if kind == "numpy":
         if isinstance(x, bool):
             raise TypeError("bool is not a number to encode; pass a float")
-        arr = np.asarray(x, dtype=np.float64) if isinstance(x, (float, int, list, tuple)) \
+        arr = (
+            np.asarray(x, dtype=np.float64)
+            if isinstance(x, (float, int, list, tuple))
             else np.asarray(x)
+        )
         if arr.dtype not in B.NUMPY_FLOAT_DTYPES:
             raise TypeError(f"unsupported dtype {arr.dtype}; accepted: {B.ACCEPTED_DTYPES}")
         with np.errstate(invalid="ignore"):  # signalling NaNs become quiet ones
@@ -94,8 +97,10 @@ def _codes_to_backend(codes: np.ndarray, bits: int, kind: str, like: Any) -> Any
     import jax.numpy as jnp
 
     if codes.dtype == np.uint64 and not jax.config.jax_enable_x64:
-        raise ValueError(f"a {bits}-bit code needs uint64, which jax has only with "
-                         "jax_enable_x64; use numpy or torch for this format")
+        raise ValueError(
+            f"a {bits}-bit code needs uint64, which jax has only with "
+            "jax_enable_x64; use numpy or torch for this format"
+        )
     return jnp.asarray(codes)
 
 
@@ -170,8 +175,9 @@ def _values_to_codes(v: np.ndarray, fmt: Format) -> np.ndarray:
     return _fixed_values_to_codes(v, fmt)
 
 
-def _encode_numpy(x64: np.ndarray, fmt: Format, mode: RoundMode | str,
-                  round_kwargs: dict[str, Any]) -> np.ndarray:
+def _encode_numpy(
+    x64: np.ndarray, fmt: Format, mode: RoundMode | str, round_kwargs: dict[str, Any]
+) -> np.ndarray:
     if "out" in round_kwargs:
         raise TypeError("encode() does not take out=")
     vals = np.asarray(_round(x64, fmt, mode, **round_kwargs), dtype=np.float64)
@@ -269,8 +275,10 @@ def _decode_numpy(codes: np.ndarray, fmt: Format) -> np.ndarray:
     if c.size:
         lo, hi = int(c.min()), int(c.max())
         if lo < -(1 << (bits - 1)) or hi >= 1 << bits:
-            raise ValueError(f"codes out of range for {fmt} ({bits} bits): min {lo}, max {hi}; "
-                             f"accepted: -2**{bits - 1} .. 2**{bits} - 1")
+            raise ValueError(
+                f"codes out of range for {fmt} ({bits} bits): min {lo}, max {hi}; "
+                f"accepted: -2**{bits - 1} .. 2**{bits} - 1"
+            )
     u = c.astype(np.uint64)  # two's complement wrap for negative signed containers
     if bits < 64:
         u &= np.uint64((1 << bits) - 1)
@@ -284,8 +292,12 @@ def _torch_dtype(dtype: Any) -> Any:
 
     if isinstance(dtype, torch.dtype):
         return dtype
-    table = {np.dtype(np.float64): torch.float64, np.dtype(np.float32): torch.float32,
-             np.dtype(np.float16): torch.float16, B.NUMPY_FLOAT_DTYPES[3]: torch.bfloat16}
+    table = {
+        np.dtype(np.float64): torch.float64,
+        np.dtype(np.float32): torch.float32,
+        np.dtype(np.float16): torch.float16,
+        B.NUMPY_FLOAT_DTYPES[3]: torch.bfloat16,
+    }
     dt = np.dtype(dtype)
     if dt not in table:
         raise TypeError(f"unsupported dtype {dtype}; accepted: {B.ACCEPTED_DTYPES}")
@@ -355,8 +367,15 @@ def _check_p(p: Any) -> float:
     return float(p)
 
 
-def flip_bits(x: Any, fmt: Format | str, p: float, *, seed: int,
-              mode: RoundMode | str = "rne", offset: int = 0) -> Any:
+def flip_bits(
+    x: Any,
+    fmt: Format | str,
+    p: float,
+    *,
+    seed: int,
+    mode: RoundMode | str = "rne",
+    offset: int = 0,
+) -> Any:
     """Round ``x`` to ``fmt``, flip each bit of each code with probability ``p``, decode.
 
     Fault injection as in MATLAB chop's bit-flip option, but with ``p`` honoured: bit ``b``
@@ -398,13 +417,15 @@ def flip_bits(x: Any, fmt: Format | str, p: float, *, seed: int,
             mask |= (r.astype(np.float64) < threshold).astype(np.uint64) << np.uint64(b)
     vals = _decode_numpy(flat ^ mask, f).reshape(codes.shape)
     if kind == "numpy":
-        dt = np.asarray(x).dtype if not isinstance(x, (float, int, list, tuple)) else \
-            np.dtype(np.float64)
+        dt = (
+            np.asarray(x).dtype
+            if not isinstance(x, (float, int, list, tuple))
+            else np.dtype(np.float64)
+        )
         with np.errstate(over="ignore"):
             res = vals.astype(dt)
         return res.dtype.type(res) if isinstance(x, (float, int, np.generic)) else res
-    return _values_to_backend(vals, kind, like, x.dtype if kind == "torch" else
-                              np.dtype(x.dtype))
+    return _values_to_backend(vals, kind, like, x.dtype if kind == "torch" else np.dtype(x.dtype))
 
 
 __all__ = ["decode", "encode", "flip_bits"]

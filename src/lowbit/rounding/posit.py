@@ -99,8 +99,9 @@ def _truncated_code(ax: np.ndarray, fmt: PositFormat) -> tuple[np.ndarray, ...]:
     return trunc, disc, half
 
 
-def posit_codes(flat: np.ndarray, fmt: PositFormat, pol: EdgePolicy,
-                r: np.ndarray | None) -> np.ndarray:
+def posit_codes(
+    flat: np.ndarray, fmt: PositFormat, pol: EdgePolicy, r: np.ndarray | None
+) -> np.ndarray:
     """Round float64 values to posit codes (int64 holding the n-bit patterns).
 
     Args:
@@ -139,8 +140,9 @@ def posit_codes(flat: np.ndarray, fmt: PositFormat, pol: EdgePolicy,
     return np.where(finite, code, fmt.nar_code)
 
 
-def round_posit_reference(flat: np.ndarray, fmt: PositFormat, pol: EdgePolicy,
-                          r: np.ndarray | None) -> np.ndarray:
+def round_posit_reference(
+    flat: np.ndarray, fmt: PositFormat, pol: EdgePolicy, r: np.ndarray | None
+) -> np.ndarray:
     """Round float64 values to posit<n, es> (2022 standard, §4), returning float64 values.
 
     Args:

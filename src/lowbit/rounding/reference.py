@@ -118,8 +118,9 @@ def round_float_grid(x: Any, fmt: FloatFormat, pol: EdgePolicy, r: Any, ops: Any
     return ops.where(ops.isnan(x), float("nan"), out)
 
 
-def round_fixed_grid(x: Any, fmt: FixedFormat | IntFormat, pol: EdgePolicy, r: Any,
-                     ops: Any) -> Any:
+def round_fixed_grid(
+    x: Any, fmt: FixedFormat | IntFormat, pol: EdgePolicy, r: Any, ops: Any
+) -> Any:
     """Round ``x`` to a fixed-point grid; overflow saturates or wraps (two's complement)."""
     f = fmt.fixed if isinstance(fmt, IntFormat) else fmt
     neg = ops.signbit(x) & (x != 0)

@@ -15,8 +15,15 @@ from typing import Any
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
-_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n",
-            "\f": "\\f", "\r": "\\r"}
+_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+}
 
 
 def _string(s: str) -> str:
@@ -66,8 +73,11 @@ def _is_table_list(v: Any) -> bool:
 
 
 def _table(d: Mapping[str, Any], path: list[str], lines: list[str]) -> None:
-    plain = [(k, v) for k, v in d.items()
-             if v is not None and not isinstance(v, Mapping) and not _is_table_list(v)]
+    plain = [
+        (k, v)
+        for k, v in d.items()
+        if v is not None and not isinstance(v, Mapping) and not _is_table_list(v)
+    ]
     for k, v in plain:
         lines.append(f"{_key(k)} = {_scalar(v)}")
     for k, v in d.items():

@@ -42,28 +42,37 @@ def build_optimizer(params: Iterable[Any], config: TrainConfig) -> torch.optim.O
     for SR.
     """
     params = list(params)
-    plain = (_is_fp32(config.weight_fmt) and _is_fp32(config.state_fmt)
-             and not config.master_weights)
+    plain = _is_fp32(config.weight_fmt) and _is_fp32(config.state_fmt) and not config.master_weights
     if config.optimizer == "adamw":
         if plain:
             return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         from lowbit.optim import LowPrecisionAdamW
 
-        return LowPrecisionAdamW(params, lr=config.lr, weight_decay=config.weight_decay,
-                                 weight_fmt=_storage(config.weight_fmt),
-                                 state_fmt=_storage(config.state_fmt),
-                                 update_mode=config.update_mode,
-                                 master_weights=config.master_weights, seed=config.seed)
+        return LowPrecisionAdamW(
+            params,
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            weight_fmt=_storage(config.weight_fmt),
+            state_fmt=_storage(config.state_fmt),
+            update_mode=config.update_mode,
+            master_weights=config.master_weights,
+            seed=config.seed,
+        )
     if plain:
-        return torch.optim.SGD(params, lr=config.lr, momentum=0.9,
-                               weight_decay=config.weight_decay)
+        return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
     from lowbit.optim import LowPrecisionSGD
 
-    return LowPrecisionSGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay,
-                           weight_fmt=_storage(config.weight_fmt),
-                           state_fmt=_storage(config.state_fmt),
-                           update_mode=config.update_mode, master_weights=config.master_weights,
-                           seed=config.seed)
+    return LowPrecisionSGD(
+        params,
+        lr=config.lr,
+        momentum=0.9,
+        weight_decay=config.weight_decay,
+        weight_fmt=_storage(config.weight_fmt),
+        state_fmt=_storage(config.state_fmt),
+        update_mode=config.update_mode,
+        master_weights=config.master_weights,
+        seed=config.seed,
+    )
 
 
 def build_scaler(config: TrainConfig) -> Any | None:

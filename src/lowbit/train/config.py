@@ -206,8 +206,9 @@ class TrainConfig:
                 t: dict[str, Any] = {"pattern": pattern}
                 for k, v in partial.items():
                     if v is None and k not in _FORMAT_FIELDS:
-                        raise ValueError(f"quant override {pattern!r}: {k}=None cannot be "
-                                         "written to TOML")
+                        raise ValueError(
+                            f"quant override {pattern!r}: {k}=None cannot be written to TOML"
+                        )
                     t[k] = "none" if v is None else v
                 tables.append(t)
             if tables:
@@ -254,8 +255,9 @@ class TrainConfig:
         suffix = p.suffix.lower()
         if suffix not in (".toml", ".json"):
             raise ValueError(f"config file {str(p)!r}: suffix must be .toml or .json")
-        p.write_text(self.to_toml() if suffix == ".toml" else self.to_json() + "\n",
-                     encoding="utf-8")
+        p.write_text(
+            self.to_toml() if suffix == ".toml" else self.to_json() + "\n", encoding="utf-8"
+        )
         return p
 
     def replace(self, **changes: Any) -> TrainConfig:

@@ -20,8 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 #: the per-epoch columns of a History, in table order
-COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds",
-           "skipped_steps")
+COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds", "skipped_steps")
 
 
 class Evaluation(NamedTuple):
@@ -139,8 +138,14 @@ def evaluate(model: nn.Module, loader: Iterable[Any]) -> Evaluation:
     return Evaluation(correct / total, loss_sum / total, total)
 
 
-def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: Any,
-          scaler: Any | None, scheduler: Any | None) -> tuple[float, int, bool]:
+def _step(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    optimizer: Any,
+    scaler: Any | None,
+    scheduler: Any | None,
+) -> tuple[float, int, bool]:
     """One training step; (loss, correct predictions, skipped by the scaler?)."""
     optimizer.zero_grad(set_to_none=True)
     out = model(x)
@@ -206,8 +211,15 @@ def fit(
     except TypeError:
         steps_per_epoch = None
     total = None if steps_per_epoch is None else steps_per_epoch * epochs
-    bar = tqdm(total=total, desc=label or "train", unit="step", disable=not progress,
-               mininterval=0.5, leave=False, dynamic_ncols=True)
+    bar = tqdm(
+        total=total,
+        desc=label or "train",
+        unit="step",
+        disable=not progress,
+        mininterval=0.5,
+        leave=False,
+        dynamic_ncols=True,
+    )
     try:
         for ep in range(1, epochs + 1):
             model.train()
@@ -241,8 +253,9 @@ def fit(
             hist.seconds.append(seconds)
             hist.skipped_steps.append(skipped)
             hist.eval_seconds.append(time.perf_counter() - t1)
-            bar.set_postfix(epoch=ep, loss=f"{hist.train_loss[-1]:.4f}",
-                            test_acc=f"{ev.accuracy:.4f}")
+            bar.set_postfix(
+                epoch=ep, loss=f"{hist.train_loss[-1]:.4f}", test_acc=f"{ev.accuracy:.4f}"
+            )
             if on_epoch is not None and on_epoch(hist):
                 break
     finally:

@@ -46,14 +46,16 @@ def summary_rows(histories: History | Sequence[History]) -> list[dict[str, str]]
     """One row per run: label, epochs, final and best test accuracy, mean time per epoch."""
     rows = []
     for h in _as_list(histories):
-        rows.append({
-            "run": h.label or "train",
-            "epochs": str(len(h)),
-            "final test acc %": _fmt("test_acc", h.final_test_acc),
-            "best test acc %": _fmt("test_acc", h.best_test_acc),
-            "final train loss": _fmt("train_loss", h.train_loss[-1] if len(h) else math.nan),
-            "s / epoch": _fmt("seconds", h.mean_epoch_seconds),
-        })
+        rows.append(
+            {
+                "run": h.label or "train",
+                "epochs": str(len(h)),
+                "final test acc %": _fmt("test_acc", h.final_test_acc),
+                "best test acc %": _fmt("test_acc", h.best_test_acc),
+                "final train loss": _fmt("train_loss", h.train_loss[-1] if len(h) else math.nan),
+                "s / epoch": _fmt("seconds", h.mean_epoch_seconds),
+            }
+        )
     return rows
 
 
@@ -62,8 +64,10 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     if not rows:
         return ""
     cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |",
-             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(cols))) + "|"]
+    lines = [
+        "| " + " | ".join(cols) + " |",
+        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(cols))) + "|",
+    ]
     for r in rows:
         lines.append("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
     return "\n".join(lines) + "\n"
@@ -82,8 +86,12 @@ def rich_table(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> A
     return table
 
 
-def plot_accuracy(histories: History | Sequence[History], path: str | Path, *,
-                  title: str = "Test accuracy per epoch") -> Path:
+def plot_accuracy(
+    histories: History | Sequence[History],
+    path: str | Path,
+    *,
+    title: str = "Test accuracy per epoch",
+) -> Path:
     """Save a plot of test accuracy (%) against epoch, one line per run; returns the path."""
     import matplotlib
 
@@ -95,8 +103,9 @@ def plot_accuracy(histories: History | Sequence[History], path: str | Path, *,
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     try:
         for h in _as_list(histories):
-            ax.plot(h.epoch, [100 * a for a in h.test_acc], marker="o", ms=3,
-                    label=h.label or "train")
+            ax.plot(
+                h.epoch, [100 * a for a in h.test_acc], marker="o", ms=3, label=h.label or "train"
+            )
         ax.set_xlabel("epoch")
         ax.set_ylabel("test accuracy (%)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -111,8 +120,9 @@ def plot_accuracy(histories: History | Sequence[History], path: str | Path, *,
     return p
 
 
-def write_history(history: History, out_dir: str | Path, *, stem: str = "history",
-                  title: str | None = None) -> dict[str, Path]:
+def write_history(
+    history: History, out_dir: str | Path, *, stem: str = "history", title: str | None = None
+) -> dict[str, Path]:
     """Write one run's per-epoch record: CSV, Markdown table, JSON and the accuracy plot.
 
     Args:

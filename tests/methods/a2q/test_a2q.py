@@ -72,8 +72,9 @@ def test_datatype_bound_against_brute_force(signed):
 
 
 def test_datatype_acc_bits_equals_ceiling_of_formula():
-    for k, n, m, s in itertools.product((1, 3, 9, 144, 576, 1568, 4096), (4, 8), (4, 8),
-                                        (True, False)):
+    for k, n, m, s in itertools.product(
+        (1, 3, 9, 144, 576, 1568, 4096), (4, 8), (4, 8), (True, False)
+    ):
         assert a2q.datatype_acc_bits(k, n, m, s) == math.ceil(a2q.datatype_bound(k, n, m, s))
 
 
@@ -128,7 +129,7 @@ def _data(n: int = 64, seed: int = 0, scale: float = 1.0):
     g = torch.Generator().manual_seed(seed)
     x = scale * torch.randn(n, 1, 6, 6, generator=g)
     y = (x.mean(dim=(1, 2, 3)) * 3 + x[:, 0, 0, 0]).gt(0).long() + 2 * (x[:, 0, 3, 3] > 0).long()
-    return [(x[i:i + 16], y[i:i + 16]) for i in range(0, n, 16)]
+    return [(x[i : i + 16], y[i : i + 16]) for i in range(0, n, 16)]
 
 
 def _check_layer_bound(name, layer, p):
@@ -170,8 +171,9 @@ def test_bound_without_clamp_and_exhaustive_inputs():
     """A 3-input layer, 2-bit unsigned inputs, P = 5 (budget 3): large steps with no clamp_
     (the forward pass enforces the bound), then every one of the 4**3 inputs."""
     torch.manual_seed(1)
-    lin = lbnn.quantize_(nn.Linear(3, 8), a2q.a2q(acc_bits=5, weight_bits=3, act_bits=2,
-                                                 act_signed=False))
+    lin = lbnn.quantize_(
+        nn.Linear(3, 8), a2q.a2q(acc_bits=5, weight_bits=3, act_bits=2, act_signed=False)
+    )
     opt = torch.optim.SGD(lin.parameters(), lr=0.1)
     xs = _all_vectors(3, 0, 3)
     for _ in range(10):
@@ -192,8 +194,9 @@ def test_round_to_nearest_violates_the_bound():
         lin = nn.Linear(16, 1, bias=False)
         with torch.no_grad():
             lin.weight.fill_(-1.0)
-        lin = lbnn.quantize_(lin, a2q.a2q(acc_bits=8, weight_bits=4, act_bits=4,
-                                          act_signed=True, rounding=rounding))
+        lin = lbnn.quantize_(
+            lin, a2q.a2q(acc_bits=8, weight_bits=4, act_bits=4, act_signed=True, rounding=rounding)
+        )
         q = lin.int_weight().numpy()
         l1 = int(np.abs(q).sum())
         assert (l1 > a2q.l1_budget(8, 4, True)) == violates, (rounding, l1)
@@ -210,8 +213,10 @@ def test_round_to_nearest_violates_the_bound():
         lin = nn.Linear(48, 64)
         with torch.no_grad():
             lin.weight.copy_(w)
-        lin = lbnn.quantize_(lin, a2q.a2q(acc_bits=12, weight_bits=4, act_bits=4,
-                                          act_signed=False, rounding=rounding))
+        lin = lbnn.quantize_(
+            lin,
+            a2q.a2q(acc_bits=12, weight_bits=4, act_bits=4, act_signed=False, rounding=rounding),
+        )
         l1 = lin.int_weight().abs().sum(1)
         counts[rounding] = int((l1 > a2q.l1_budget(12, 4, False)).sum())
     assert counts["trunc"] == 0 and counts["nearest"] > 0
@@ -221,8 +226,10 @@ def test_integer_inference_equals_fake_quant_and_plain_qat_overflows():
     torch.manual_seed(0)
     data = _data(scale=4.0)
     results = {}
-    for name, cfg in (("a2q", a2q.a2q(acc_bits=12, weight_bits=8, act_bits=8)),
-                      ("qat", a2q.qat_int(weight_bits=8, act_bits=8))):
+    for name, cfg in (
+        ("a2q", a2q.a2q(acc_bits=12, weight_bits=8, act_bits=8)),
+        ("qat", a2q.qat_int(weight_bits=8, act_bits=8)),
+    ):
         torch.manual_seed(0)
         model = lbnn.quantize_(Tiny(), cfg)
         a2q.train(model, data, epochs=2, lr=1e-2)
@@ -255,8 +262,9 @@ def test_conv_integer_path_any_stride_padding_dilation():
         codes, sx = m.act_quant.int_codes(x)
         q = m.int_weight().double().reshape(m.weight.shape)
         pad = "same" if kw.get("padding") == "same" else kw.get("padding", 0)
-        exact = nn.functional.conv2d(codes.double(), q, None, kw.get("stride", 1), pad,
-                                     kw.get("dilation", 1))
+        exact = nn.functional.conv2d(
+            codes.double(), q, None, kw.get("stride", 1), pad, kw.get("dilation", 1)
+        )
         with a2q.integer_inference(m) as rep:
             y = m(x)
         sw = m.weight_quant.scale().reshape(1, -1, 1, 1)
@@ -295,8 +303,7 @@ def test_config_round_trip_and_errors():
     with pytest.raises(ValueError, match="act_signed"):
         a2q.a2q(act_signed="yes")
     with pytest.raises(ValueError, match="unknown a2q method_args"):
-        lbnn.quantize_(nn.Linear(2, 2), lbnn.QuantConfig(method="a2q",
-                                                         method_args={"bits": 4}))
+        lbnn.quantize_(nn.Linear(2, 2), lbnn.QuantConfig(method="a2q", method_args={"bits": 4}))
     with pytest.raises(ValueError, match="no accumulator target"):
         m = lbnn.quantize_(nn.Linear(2, 2), base)
         with a2q.integer_inference(m):
@@ -347,8 +354,9 @@ def test_ep_init_keeps_weights_where_norm_init_erases_them():
         lin = nn.Linear(256, 8)
         with torch.no_grad():
             lin.weight.copy_(w)
-        lin = lbnn.quantize_(lin, a2q.a2q(acc_bits=14, weight_bits=8, act_bits=8,
-                                          act_signed=False, init=init))
+        lin = lbnn.quantize_(
+            lin, a2q.a2q(acc_bits=14, weight_bits=8, act_bits=8, act_signed=False, init=init)
+        )
         lin(torch.rand(4, 256))  # first forward: the ep projection happens here
         q = lin.int_weight()
         assert int(q.abs().sum(1).max()) <= a2q.l1_budget(14, 8, False) == 31

@@ -52,8 +52,11 @@ def test_rne_against_the_enumerated_grid(fmt: FloatFormat, e: int, m: int, b: in
     for lo, hi in itertools.pairwise(pos):
         mid = (lo + hi) / 2
         lo_code = pos.index(lo) % 2**m  # mantissa field of lo (codes are in value order)
-        for x, w in ((mid, lo if lo_code % 2 == 0 else hi), ((lo + mid) / 2, lo),
-                     ((mid + hi) / 2, hi)):
+        for x, w in (
+            (mid, lo if lo_code % 2 == 0 else hi),
+            ((lo + mid) / 2, lo),
+            ((mid + hi) / 2, hi),
+        ):
             xs.append(float(x))
             want.append(float(w))
     xs += [float(pos[-1]) * 4, 1e30]
@@ -84,8 +87,9 @@ def test_high_format_is_16_bit_e6m9_without_specials() -> None:
 def test_overflow_threshold_is_where_rne_leaves_the_range(fmt: FloatFormat) -> None:
     """Rounded with the same precision and a wider exponent range, values >= threshold go
     past max, values just below it come back to max."""
-    wide = FloatFormat(fmt.exp_bits + 1, fmt.man_bits, bias=fmt.bias + 2**(fmt.exp_bits - 1),
-                       special="none")
+    wide = FloatFormat(
+        fmt.exp_bits + 1, fmt.man_bits, bias=fmt.bias + 2 ** (fmt.exp_bits - 1), special="none"
+    )
     assert wide.emax > fmt.emax and wide.emin <= fmt.emin
     thr = overflow_threshold(fmt)
     below = np.nextafter(thr, 0.0)
@@ -96,8 +100,14 @@ def test_overflow_threshold_is_where_rne_leaves_the_range(fmt: FloatFormat) -> N
 
 
 def test_names_resolve_and_configs_accept_them() -> None:
-    for name, fmt in (("fp_6_9", HIGH), ("FP_6_9_0", HIGH), ("fp_4_3_4", LOW),
-                      ("FP_4_3_4", LOW), ("fp_5_2", LOW_GRAD), ("FP_5_2_0", LOW_GRAD)):
+    for name, fmt in (
+        ("fp_6_9", HIGH),
+        ("FP_6_9_0", HIGH),
+        ("fp_4_3_4", LOW),
+        ("FP_4_3_4", LOW),
+        ("fp_5_2", LOW_GRAD),
+        ("FP_5_2_0", LOW_GRAD),
+    ):
         assert get_format(name) == fmt
     from lowbit.nn import QuantConfig
 

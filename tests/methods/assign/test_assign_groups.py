@@ -41,13 +41,20 @@ class Tiny(nn.Module):
 B = 10  # training batch size; the trace runs on 3 examples
 TINY = {  # tensor -> (size at batch 10, group), summed by hand
     "input.Y": (B * 36, "input"),
-    "conv.Y": (B * 4 * 36, "conv"), "conv.GY": (B * 4 * 36, "conv"),
-    "conv.P": (36 + 4, "input"), "conv.GP": (36 + 4, "input"),
-    "bn.Y": (B * 4 * 36, "conv"), "bn.GY": (B * 4 * 36, "conv"),
-    "bn.P": (8, "conv"), "bn.GP": (8, "conv"),
-    "relu.Y": (B * 4 * 36, "conv"), "relu.GY": (B * 4 * 36, "conv"),
-    "fc.Y": (B * 5, "fc"), "fc.GY": (B * 5, "fc"),
-    "fc.P": (144 * 5 + 5, "conv"), "fc.GP": (144 * 5 + 5, "conv"),
+    "conv.Y": (B * 4 * 36, "conv"),
+    "conv.GY": (B * 4 * 36, "conv"),
+    "conv.P": (36 + 4, "input"),
+    "conv.GP": (36 + 4, "input"),
+    "bn.Y": (B * 4 * 36, "conv"),
+    "bn.GY": (B * 4 * 36, "conv"),
+    "bn.P": (8, "conv"),
+    "bn.GP": (8, "conv"),
+    "relu.Y": (B * 4 * 36, "conv"),
+    "relu.GY": (B * 4 * 36, "conv"),
+    "fc.Y": (B * 5, "fc"),
+    "fc.GY": (B * 5, "fc"),
+    "fc.P": (144 * 5 + 5, "conv"),
+    "fc.GP": (144 * 5 + 5, "conv"),
 }
 
 
@@ -69,9 +76,10 @@ def test_tiny_tensors_and_groups_match_the_hand_count(tiny_graph) -> None:
     assert [o.name for o in tiny_graph.ops] == ["input", "conv", "bn", "relu", "fc"]
 
 
-@pytest.mark.parametrize(("r", "demoted"), [(0.0, []), (0.5, ["conv"]),
-                                            (0.9, ["conv", "input"]),
-                                            (1.0, ["conv", "input", "fc"])])
+@pytest.mark.parametrize(
+    ("r", "demoted"),
+    [(0.0, []), (0.5, ["conv"]), (0.9, ["conv", "input"]), (1.0, ["conv", "input", "fc"])],
+)
 def test_ratio_is_the_low_share_of_hand_summed_sizes(tiny_graph, r, demoted) -> None:
     a = assign(tiny_graph, r, "ours")
     assert list(a.demoted) == demoted
@@ -96,8 +104,9 @@ def test_config_of_the_conv_group(tiny_graph) -> None:
         "conv": {"output": L_, "grad_act": G_},
         "fc": {"weight": L_, "act": L_},
     }
-    assert {getattr(a.config, r) for r in ("weight", "act", "output", "grad_act",
-                                           "grad_weight")} == {H_}
+    assert {
+        getattr(a.config, r) for r in ("weight", "act", "output", "grad_act", "grad_weight")
+    } == {H_}
     model = a.apply(Tiny())
     assert model.conv.lowbit_layer_config.output == L_
     assert model.fc.lowbit_layer_config.act == L_
@@ -117,8 +126,9 @@ def test_trace_leaves_the_model_alone_and_sees_quantized_models_alike() -> None:
     a = assign(g, 0.5)
     a.apply(m)
     g2 = tensor_groups(m, x, batch_size=32)
-    assert [(t.name, t.size, t.group) for t in g2.tensors] == \
-        [(t.name, t.size, t.group) for t in g.tensors]
+    assert [(t.name, t.size, t.group) for t in g2.tensors] == [
+        (t.name, t.size, t.group) for t in g.tensors
+    ]
 
 
 # ---- ResNet ordering --------------------------------------------------------------------------
@@ -175,8 +185,12 @@ def test_small_r_demotes_one_or_two_groups(resnet_graph) -> None:
     assert list(a2.demoted) == ["stages.0.0.conv2", "stem.0"]
     # r of one demoted group: its Y/GY/P over every tensor of the step; every parameter is
     # counted once in some group (P) and once more as its gradient (GP, never in a group)
-    params = sum(p.numel() for p in build_model("resnet-small", in_channels=1,
-                                                num_classes=10, image_size=28).parameters())
+    params = sum(
+        p.numel()
+        for p in build_model(
+            "resnet-small", in_channels=1, num_classes=10, image_size=28
+        ).parameters()
+    )
     total = sum(hand.values()) + params
     assert resnet_graph.total_size == total
     assert a.ratio == hand["stages.0.0.conv2"] / total
@@ -193,9 +207,10 @@ def test_smallest_first_and_random_need_more_groups(resnet_graph) -> None:
     assert r1.formats == r2.formats and r1.ratio >= 0.5
     every = assign(resnet_graph, 1.0, "ours")
     assert len(every.demoted) == len(resnet_graph.groups)
-    assert all(every.formats[t.name] == (H_ if t.kind == "GP" else
-                                         G_ if t.kind == "GY" else L_)
-               for t in resnet_graph.tensors)
+    assert all(
+        every.formats[t.name] == (H_ if t.kind == "GP" else G_ if t.kind == "GY" else L_)
+        for t in resnet_graph.tensors
+    )
 
 
 def test_pi_op_is_hfp8_without_first_and_last_layer(resnet_graph) -> None:
@@ -207,11 +222,17 @@ def test_pi_op_is_hfp8_without_first_and_last_layer(resnet_graph) -> None:
         if name in ("stem.0", "fc"):
             assert set(f.values()) == {H_}, name
         else:
-            assert f == {"weight": L_, "act": L_, "output": H_, "grad_act": G_,
-                         "grad_weight": H_}, name
+            assert f == {
+                "weight": L_,
+                "act": L_,
+                "output": H_,
+                "grad_act": G_,
+                "grad_weight": H_,
+            }, name
     bs, s0, s1, s2 = 128, 16 * 784, 32 * 196, 64 * 49
-    p_mid = 2 * 16 * 16 * 9 + 32 * 16 * 9 + 32 * 32 * 9 + 32 * 16 + 64 * 32 * 9 + 64 * 64 * 9 \
-        + 64 * 32
+    p_mid = (
+        2 * 16 * 16 * 9 + 32 * 16 * 9 + 32 * 32 * 9 + 32 * 16 + 64 * 32 * 9 + 64 * 64 * 9 + 64 * 32
+    )
     gy_mid = bs * (2 * s0 + 3 * s1 + 3 * s2)
     x_mid = bs * (3 * s0 + 2 * s1 + s2)  # the ReLU outputs that feed the middle GEMMs
     assert a.low_size == p_mid + gy_mid + x_mid

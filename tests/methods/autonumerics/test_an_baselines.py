@@ -46,11 +46,13 @@ def test_minimax_degree5_horner_scores_7_5e_8(exp2_baselines) -> None:
 
 @pytest.mark.parametrize("degree", range(2, 9))
 def test_baseline_table_matches_the_note(exp2_baselines, degree: int) -> None:
-    assert exp2_baselines[("minimax", degree)].error == pytest.approx(NOTE_MINIMAX[degree],
-                                                                      rel=0.10)
+    assert exp2_baselines[("minimax", degree)].error == pytest.approx(
+        NOTE_MINIMAX[degree], rel=0.10
+    )
     if degree in NOTE_TAYLOR:
-        assert exp2_baselines[("taylor", degree)].error == pytest.approx(NOTE_TAYLOR[degree],
-                                                                         rel=0.10)
+        assert exp2_baselines[("taylor", degree)].error == pytest.approx(
+            NOTE_TAYLOR[degree], rel=0.10
+        )
 
 
 def test_lp_minimax_agrees_with_remez_at_degree_3() -> None:
@@ -77,8 +79,7 @@ def test_minimax_lp_closed_forms() -> None:
 def test_taylor_coefficients_are_the_series() -> None:
     ln2 = np.log(2.0)
     c = taylor_coefficients("exp2", 4, 0.0)
-    np.testing.assert_allclose(c, [ln2**k / np.prod(range(1, k + 1)) for k in range(5)],
-                               rtol=1e-15)
+    np.testing.assert_allclose(c, [ln2**k / np.prod(range(1, k + 1)) for k in range(5)], rtol=1e-15)
     # about another centre, re-expanded in powers of x: the same polynomial near the centre
     c1 = taylor_coefficients("exp2", 12, 0.5)
     x = np.linspace(0, 1, 11)
@@ -88,8 +89,16 @@ def test_taylor_coefficients_are_the_series() -> None:
 def test_nonlinear_fit_reaches_the_quadratic_minimax() -> None:
     # (a x + b)^2 + c spans every quadratic with a positive leading coefficient, so its best
     # fit must reach the degree-2 minimax error, which the LP gives exactly
-    p = Program((Vertex("x"), Vertex("const", (), 0.5), Vertex("const", (), 0.5),
-                 Vertex("fma", (1, 0, 2)), Vertex("const", (), 0.5), Vertex("fma", (3, 3, 4))))
+    p = Program(
+        (
+            Vertex("x"),
+            Vertex("const", (), 0.5),
+            Vertex("const", (), 0.5),
+            Vertex("fma", (1, 0, 2)),
+            Vertex("const", (), 0.5),
+            Vertex("fma", (3, 3, 4)),
+        )
+    )
     assert not p.is_affine()
     x = np.linspace(0, 1, 1025)
     f = reference("exp2", x)
@@ -115,8 +124,7 @@ def test_refine_discrete_keeps_format_constants_and_never_worsens() -> None:
     prob = FormatProblem("exp2", (0.0, 1.0), "bf16")
     c, _ = minimax_coefficients(prob.x, prob.truth, prob.ulps, 2)
     start = horner(c)
-    first = prob.score(Program(start.vertices).with_constants(
-        np.asarray(lb.round(c, "bf16"))))
+    first = prob.score(Program(start.vertices).with_constants(np.asarray(lb.round(c, "bf16"))))
     p, best, calls = refine_discrete(start, prob.score, "bf16", pair_radius=1)
     assert calls > 1 and best <= first
     assert best == prob.score(p)

@@ -98,10 +98,16 @@ def test_insert_on_horner_can_extend_it() -> None:
 
 
 def test_simplify_folds_operations_without_x() -> None:
-    p = Program((Vertex("x"), Vertex("const", (), 1.5), Vertex("const", (), 2.0),
-                 Vertex("fma", (1, 2, 1)),          # 1.5 * 2 + 1.5 = 4.5, no x
-                 Vertex("scale", (3,), 0.5),        # 2.25, no x
-                 Vertex("mul", (4, 0))))            # 2.25 x
+    p = Program(
+        (
+            Vertex("x"),
+            Vertex("const", (), 1.5),
+            Vertex("const", (), 2.0),
+            Vertex("fma", (1, 2, 1)),  # 1.5 * 2 + 1.5 = 4.5, no x
+            Vertex("scale", (3,), 0.5),  # 2.25, no x
+            Vertex("mul", (4, 0)),
+        )
+    )  # 2.25 x
     q = simplify(p)
     assert q.ops == 1 and q.op_counts() == {"mul": 1}
     assert q.constants().tolist() == [2.25]

@@ -32,17 +32,19 @@ def _oracle(fmt: str):
 
 def _small_program() -> Program:
     """v1 = fma(c0, x, c1); v2 = sub(v1, x); v3 = mul(v2, v2); v4 = scale(v3); out = v4 + c2."""
-    return Program((
-        Vertex("x"),
-        Vertex("const", (), 0.3359375),      # 1: c0
-        Vertex("const", (), 0.66015625),     # 2: c1
-        Vertex("fma", (1, 0, 2)),            # 3
-        Vertex("sub", (3, 0)),               # 4
-        Vertex("mul", (4, 4)),               # 5
-        Vertex("scale", (5,), -1.375),       # 6
-        Vertex("const", (), 1.0078125),      # 7: c2
-        Vertex("add", (6, 7)),               # 8
-    ))
+    return Program(
+        (
+            Vertex("x"),
+            Vertex("const", (), 0.3359375),  # 1: c0
+            Vertex("const", (), 0.66015625),  # 2: c1
+            Vertex("fma", (1, 0, 2)),  # 3
+            Vertex("sub", (3, 0)),  # 4
+            Vertex("mul", (4, 4)),  # 5
+            Vertex("scale", (5,), -1.375),  # 6
+            Vertex("const", (), 1.0078125),  # 7: c2
+            Vertex("add", (6, 7)),  # 8
+        )
+    )
 
 
 def _exact_ops(x: Fraction, rnd) -> Fraction:
@@ -179,8 +181,15 @@ def test_program_validation_and_json_roundtrip() -> None:
 
 
 def test_pruned_drops_unused_vertices_and_keeps_the_function() -> None:
-    p = Program((Vertex("x"), Vertex("const", (), 3.0), Vertex("mul", (0, 0)),
-                 Vertex("const", (), 2.0), Vertex("add", (0, 3))))
+    p = Program(
+        (
+            Vertex("x"),
+            Vertex("const", (), 3.0),
+            Vertex("mul", (0, 0)),
+            Vertex("const", (), 2.0),
+            Vertex("add", (0, 3)),
+        )
+    )
     assert p.ops == 1 and len(p.pruned().vertices) == 3
     x = np.linspace(0, 1, 5)
     assert np.array_equal(evaluate(p, x), evaluate(p.pruned(), x))
@@ -211,5 +220,9 @@ def test_ulp_is_the_spacing_of_the_format() -> None:
     v = v[np.isfinite(v) & (v >= 0)]
     u = ulp(v[:-1], "bf16")
     assert np.array_equal(u, np.diff(v))  # next value up minus the value, subnormals included
-    assert ulp(np.array([1.0, 1.5, 2.0, 0.0]), "fp16").tolist() == [2.0**-10, 2.0**-10,
-                                                                    2.0**-9, 2.0**-24]
+    assert ulp(np.array([1.0, 1.5, 2.0, 0.0]), "fp16").tolist() == [
+        2.0**-10,
+        2.0**-10,
+        2.0**-9,
+        2.0**-24,
+    ]

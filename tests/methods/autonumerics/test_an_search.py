@@ -62,8 +62,18 @@ def test_nondominated_sort_and_crowding_by_brute_force() -> None:
 
 def test_pareto_front_keeps_strict_improvements_only() -> None:
     p = horner([1.0])
-    inds = [Individual(p, e, o) for e, o in [(1.0, 0), (0.5, 1), (0.6, 2), (0.5, 3),
-                                              (0.1, 4), (0.2, 4), (0.1 * (1 - 1e-9), 5)]]
+    inds = [
+        Individual(p, e, o)
+        for e, o in [
+            (1.0, 0),
+            (0.5, 1),
+            (0.6, 2),
+            (0.5, 3),
+            (0.1, 4),
+            (0.2, 4),
+            (0.1 * (1 - 1e-9), 5),
+        ]
+    ]
     assert [(i.ops, i.error) for i in pareto_front(inds)] == [(0, 1.0), (1, 0.5), (4, 0.1)]
 
 
@@ -72,12 +82,20 @@ def real_problem() -> RealProblem:
     return RealProblem(get_target("exp2"), (0.0, 1.0), n_fit=257)
 
 
-def _run(problem, tmp: Path | None = None, budget: int = 48, resume: bool = False,
-         workers: int = 1):
-    cfg = EvolveConfig(budget=budget, population=8, max_ops=3, seed=5, workers=workers,
-                       checkpoint_every=1)
-    return evolve(problem, cfg, problem_id={"f": "exp2"}, progress=False, resume=resume,
-                  checkpoint=None if tmp is None else tmp / "ck.json")
+def _run(
+    problem, tmp: Path | None = None, budget: int = 48, resume: bool = False, workers: int = 1
+):
+    cfg = EvolveConfig(
+        budget=budget, population=8, max_ops=3, seed=5, workers=workers, checkpoint_every=1
+    )
+    return evolve(
+        problem,
+        cfg,
+        problem_id={"f": "exp2"},
+        progress=False,
+        resume=resume,
+        checkpoint=None if tmp is None else tmp / "ck.json",
+    )
 
 
 def test_evolution_is_reproducible_and_resumes_bit_for_bit(real_problem, tmp_path) -> None:
@@ -92,9 +110,14 @@ def test_evolution_is_reproducible_and_resumes_bit_for_bit(real_problem, tmp_pat
     assert resumed.children == 48 and resumed.generation == full.generation
     # a checkpoint of another problem is refused
     with pytest.raises(ValueError, match="checkpoint"):
-        evolve(real_problem, EvolveConfig(budget=8, population=8, max_ops=3, seed=5),
-               problem_id={"f": "log2"}, checkpoint=tmp_path / "ck.json", resume=True,
-               progress=False)
+        evolve(
+            real_problem,
+            EvolveConfig(budget=8, population=8, max_ops=3, seed=5),
+            problem_id={"f": "log2"},
+            checkpoint=tmp_path / "ck.json",
+            resume=True,
+            progress=False,
+        )
 
 
 def test_front_programs_score_what_they_claim(real_problem) -> None:
@@ -102,8 +125,9 @@ def test_front_programs_score_what_they_claim(real_problem) -> None:
     front = st.front()
     assert front and all(a.ops < b.ops and a.error > b.error for a, b in itertools.pairwise(front))
     for ind in front:
-        e = np.max(np.abs(evaluate(ind.program, real_problem.x) - real_problem.truth)
-                   / real_problem.weight)
+        e = np.max(
+            np.abs(evaluate(ind.program, real_problem.x) - real_problem.truth) / real_problem.weight
+        )
         assert e == ind.error and ind.ops == ind.program.ops
 
 
@@ -127,8 +151,18 @@ def test_emitted_code_is_bit_identical_to_the_evaluators() -> None:
 
 
 def test_search_in_bf16_matches_an_independent_exhaustive_check(tmp_path) -> None:
-    res = search("exp2", "0,1", fmt="bf16", budget=24, population=8, max_ops=2, seed=1,
-                 progress=False, polish=1, baseline_degrees=[1, 2])
+    res = search(
+        "exp2",
+        "0,1",
+        fmt="bf16",
+        budget=24,
+        population=8,
+        max_ops=2,
+        seed=1,
+        progress=False,
+        polish=1,
+        baseline_degrees=[1, 2],
+    )
     assert res.front and res.unit.startswith("max ulps of bf16")
     x = format_inputs("bf16", (0.0, 1.0))
     truth = np.exp2(x)  # float64 exp2: within 1e-16 relative, far below a bf16 ulp
@@ -143,8 +177,16 @@ def test_search_in_bf16_matches_an_independent_exhaustive_check(tmp_path) -> Non
 
 
 def test_real_search_front_is_on_the_minimax_line_for_tiny_programs() -> None:
-    res = search("exp2", (0.0, 1.0), budget=96, population=12, max_ops=2, seed=0,
-                 progress=False, baseline_degrees=[0, 1, 2])
+    res = search(
+        "exp2",
+        (0.0, 1.0),
+        budget=96,
+        population=12,
+        max_ops=2,
+        seed=0,
+        progress=False,
+        baseline_degrees=[0, 1, 2],
+    )
     mm = res.baseline_line("minimax")
     front = {e.ops: e.error for e in res.front}
     for ops in (0, 1, 2):
@@ -159,10 +201,32 @@ def test_real_search_front_is_on_the_minimax_line_for_tiny_programs() -> None:
 def test_cli_writes_table_plot_programs_and_json(tmp_path) -> None:
     parser = argparse.ArgumentParser()
     autonumerics_cmd.register(parser.add_subparsers())
-    args = parser.parse_args(["autonumerics", "--function", "exp2", "--interval", "0,1",
-                              "--format", "bf16", "--ops", "add,mul,fma", "--budget", "16",
-                              "--population", "8", "--max-ops", "2", "--seed", "0",
-                              "--bound", "1", "--out", str(tmp_path), "--no-progress"])
+    args = parser.parse_args(
+        [
+            "autonumerics",
+            "--function",
+            "exp2",
+            "--interval",
+            "0,1",
+            "--format",
+            "bf16",
+            "--ops",
+            "add,mul,fma",
+            "--budget",
+            "16",
+            "--population",
+            "8",
+            "--max-ops",
+            "2",
+            "--seed",
+            "0",
+            "--bound",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
     buf = io.StringIO()
     assert args.func(args, Console(file=buf, width=200)) == 0
     text = buf.getvalue()

@@ -11,11 +11,16 @@ from lowbit.methods.autonumerics import TARGETS, get_target, reference
 from lowbit.methods.autonumerics.targets import parse_interval
 
 
-@pytest.mark.parametrize("name,fn", [
-    ("exp2", lambda v: 2.0**v), ("log2", math.log2), ("erf", math.erf),
-    ("sigmoid", lambda v: 1 / (1 + math.exp(-v))),
-    ("gelu", lambda v: v * math.erfc(-v / math.sqrt(2)) / 2),  # erfc: no cancellation
-])
+@pytest.mark.parametrize(
+    "name,fn",
+    [
+        ("exp2", lambda v: 2.0**v),
+        ("log2", math.log2),
+        ("erf", math.erf),
+        ("sigmoid", lambda v: 1 / (1 + math.exp(-v))),
+        ("gelu", lambda v: v * math.erfc(-v / math.sqrt(2)) / 2),  # erfc: no cancellation
+    ],
+)
 def test_reference_matches_libm_within_a_few_ulps(name: str, fn) -> None:
     # the float64 formulas are accurate to a few ulps (gelu's product and erfc: up to ~6)
     a, b = TARGETS[name].interval
@@ -27,7 +32,11 @@ def test_reference_matches_libm_within_a_few_ulps(name: str, fn) -> None:
 
 def test_reference_is_correctly_rounded_at_exact_points() -> None:
     assert reference("exp2", np.array([0.0, 1.0, -1.0, 0.5])).tolist() == [
-        1.0, 2.0, 0.5, float(np.sqrt(2.0))]
+        1.0,
+        2.0,
+        0.5,
+        float(np.sqrt(2.0)),
+    ]
     assert reference("log2", np.array([1.0, 2.0, 8.0])).tolist() == [0.0, 1.0, 3.0]
 
 

@@ -82,8 +82,8 @@ def test_a_few_collage_plus_steps_fit_a_repeating_string():
     losses = []
     for _ in range(40):
         starts = torch.randint(0, len(ids) - 17, (8,), generator=g)
-        x = torch.stack([ids[s:s + 16] for s in starts])
-        y = torch.stack([ids[s + 1:s + 17] for s in starts])
+        x = torch.stack([ids[s : s + 16] for s in starts])
+        y = torch.stack([ids[s + 1 : s + 17] for s in starts])
         loss = F.cross_entropy(m(x).flatten(0, 1).float(), y.flatten())
         opt.zero_grad()
         loss.backward()

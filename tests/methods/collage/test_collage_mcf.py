@@ -55,7 +55,7 @@ def mcf_inputs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     """(m, r, v): m in a wide range, |r| <= ulp(m)/2 (a renormalised residual), |v| <= |m|."""
     g = torch.Generator().manual_seed(seed + 1)
     m = rand_bf16(n, seed)
-    r = (m.double() * (torch.rand(n, generator=g, dtype=torch.float64) - 0.5) * 2.0**-8)
+    r = m.double() * (torch.rand(n, generator=g, dtype=torch.float64) - 0.5) * 2.0**-8
     v = m.double() * (torch.rand(n, generator=g, dtype=torch.float64) * 2 - 1)
     v = v * 2.0 ** -torch.randint(0, 14, (n,), generator=g).double()
     return m, r.to(BF16), v.to(BF16)
@@ -95,8 +95,9 @@ def test_fast2sum_matches_reference_bit_for_bit():
 def test_grow_matches_reference_bit_for_bit():
     m, r, v = mcf_inputs(1500, seed=2)
     m2, r2 = grow(m, r, v)
-    for args, out in zip(zip(F(m), F(r), F(v), strict=True), zip(F(m2), F(r2), strict=True),
-                         strict=True):
+    for args, out in zip(
+        zip(F(m), F(r), F(v), strict=True), zip(F(m2), F(r2), strict=True), strict=True
+    ):
         assert out == grow_ref(*args)
 
 
@@ -147,8 +148,9 @@ def test_grow_error_is_only_the_residual_rounding():
     m, r, v = mcf_inputs(2000, seed=7)
     s, delta = fast2sum(m, v)
     m2, r2 = grow(m, r, v)
-    for mi, ri, vi, si, di, mo, ro in zip(F(m), F(r), F(v), F(s), F(delta), F(m2), F(r2),
-                                          strict=True):
+    for mi, ri, vi, si, di, mo, ro in zip(
+        F(m), F(r), F(v), F(s), F(delta), F(m2), F(r2), strict=True
+    ):
         assert si + di == mi + vi
         assert mo + ro == si + bf16_round(ri + di)
         if mo != 0:

@@ -78,8 +78,9 @@ def test_fp32_master_is_torch_adamw_on_an_fp32_copy():
         assert opt.state[p]["exp_avg"].dtype == torch.float32
 
 
-def constant_update_run(variant: str, steps: int, lr: float = 1e-4
-                        ) -> tuple[CollageAdamW, torch.Tensor, list]:
+def constant_update_run(
+    variant: str, steps: int, lr: float = 1e-4
+) -> tuple[CollageAdamW, torch.Tensor, list]:
     """theta = 1 (64 elements) with a constant gradient -1: Adam's update is about +lr per step,
     far below half an ulp of 1 in bf16 (2^-8)."""
     p = torch.ones(64, dtype=param_dtype(variant), requires_grad=True)
@@ -138,8 +139,11 @@ def test_plus_decays_the_second_moment_light_does_not():
         for _ in range(1000):
             opt.step()
         st = opt.state[p]
-        out[variant] = (mcf_value(st["exp_avg_sq"], st["exp_avg_sq_residual"])
-                        if variant == "plus" else st["exp_avg_sq"].double())
+        out[variant] = (
+            mcf_value(st["exp_avg_sq"], st["exp_avg_sq_residual"])
+            if variant == "plus"
+            else st["exp_avg_sq"].double()
+        )
         assert torch.equal(p, torch.zeros_like(p))  # m = 0, u = 0: nothing moves
     assert torch.equal(out["light"], v0.double()) and torch.equal(out["bf16"], v0.double())
     exact = (1 + lo) ** 1000
@@ -152,8 +156,10 @@ def test_plus_decays_the_second_moment_light_does_not():
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_bytes_per_parameter(variant):
     """The note's 8/10/12/16/16 bytes, and the tensors the optimizer really holds."""
-    assert bytes_per_param(variant) == {"bf16": 8, "light": 10, "plus": 12,
-                                        "fp32_master": 16, "fp32": 16}[variant]
+    assert (
+        bytes_per_param(variant)
+        == {"bf16": 8, "light": 10, "plus": 12, "fp32_master": 16, "fp32": 16}[variant]
+    )
     model = tiny_net(param_dtype(variant))
     opt = collage(model.parameters(), variant=variant)
     train_steps(model, opt, 1)

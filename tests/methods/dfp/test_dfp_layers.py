@@ -77,11 +77,11 @@ def _bound(a: np.ndarray, ea: int, b: np.ndarray, eb: int, st: dfp.DFPGemmStats)
     then nc - 1 fp32 additions) adds at most gamma_{nc+1} * sum |a'||b'|."""
     da = 2.0 ** (ea + st.shift_a - 1) if st.shift_a else 0.0
     db = 2.0 ** (eb + st.shift_b - 1) if st.shift_b else 0.0
-    aa = np.abs(a.astype(np.float64)) * 2.0 ** ea
-    bb = np.abs(b.astype(np.float64)) * 2.0 ** eb
+    aa = np.abs(a.astype(np.float64)) * 2.0**ea
+    bb = np.abs(b.astype(np.float64)) * 2.0**eb
     ones_a, ones_b = np.ones_like(aa), np.ones_like(bb)
     shift = da * (ones_a @ bb) + db * (aa @ ones_b) + da * db * (ones_a @ ones_b)
-    u = 2.0 ** -24
+    u = 2.0**-24
     n = st.n_chunks + 1
     gamma = n * u / (1 - n * u)
     return (shift + gamma * ((aa + da) @ (bb + db))) * (1 + 1e-12)
@@ -100,8 +100,7 @@ def test_linear_close_to_float64_of_dfp_operands_within_proven_bound() -> None:
         (x.grad, (gq, wq), "grad_input"),
         (lin.weight.grad, (T(gq), xq), "grad_weight"),
     ]:
-        exact = (a.ints.astype(np.float64) * 2.0 ** a.exp) @ (b.ints.astype(np.float64)
-                                                              * 2.0 ** b.exp)
+        exact = (a.ints.astype(np.float64) * 2.0**a.exp) @ (b.ints.astype(np.float64) * 2.0**b.exp)
         err = np.abs(got.numpy().astype(np.float64) - exact)
         bound = _bound(a.ints, a.exp, b.ints, b.exp, last[role])
         assert np.all(err <= bound), role
@@ -125,8 +124,9 @@ def im2col_ref(x: np.ndarray, kh: int, kw: int, s: int, p: int, d: int) -> np.nd
     return u.reshape(bsz * ho * wo, kh * kw * c)
 
 
-def transposed_cols_ref(g: np.ndarray, h: int, w: int, kh: int, kw: int, s: int, p: int,
-                        d: int) -> np.ndarray:
+def transposed_cols_ref(
+    g: np.ndarray, h: int, w: int, kh: int, kw: int, s: int, p: int, d: int
+) -> np.ndarray:
     """V[(b, y, x), (i, j, o)] = g[b, o, ho, wo] with ho*s - p + (kh-1-i)*d = y (and the same
     for columns), 0 when no such in-range output position exists."""
     bsz, cout, ho_n, wo_n = g.shape
@@ -170,8 +170,9 @@ def test_conv_forward_and_gradients_equal_reference(geom: tuple[int, ...]) -> No
     u = dfp.DFPTensor(im2col_ref(xq.ints, k, k, s, p, d), xq.exp)
     w2 = dfp.DFPTensor(w_np.transpose(0, 2, 3, 1).reshape(cout, -1), wq.exp)
     y_ref, fst = ref_gemm(u, T(w2))
-    y_ref = y_ref.reshape(2, ho, ho, cout).transpose(0, 3, 1, 2) + \
-        conv.bias.detach().numpy().reshape(1, -1, 1, 1)
+    y_ref = y_ref.reshape(2, ho, ho, cout).transpose(
+        0, 3, 1, 2
+    ) + conv.bias.detach().numpy().reshape(1, -1, 1, 1)
     assert torch.equal(y.detach(), torch.from_numpy(np.ascontiguousarray(y_ref)))
     v = dfp.DFPTensor(transposed_cols_ref(gq.ints, h, h, k, k, s, p, d), gq.exp)
     wt = dfp.DFPTensor(w_np[:, :, ::-1, ::-1].transpose(1, 2, 3, 0).reshape(cin, -1), wq.exp)
@@ -194,10 +195,10 @@ def test_conv_close_to_float64_convolution_within_proven_bound() -> None:
     g = randn(*y.shape, scale=1e-3)
     y.backward(g)
     xq, wq, gq = q(x), q(conv.weight), q(g)
-    x64 = torch.from_numpy(xq.ints.astype(np.float64) * 2.0 ** xq.exp).requires_grad_()
-    w64 = torch.from_numpy(wq.ints.astype(np.float64) * 2.0 ** wq.exp).requires_grad_()
+    x64 = torch.from_numpy(xq.ints.astype(np.float64) * 2.0**xq.exp).requires_grad_()
+    w64 = torch.from_numpy(wq.ints.astype(np.float64) * 2.0**wq.exp).requires_grad_()
     y64 = F.conv2d(x64, w64, padding=1)
-    y64.backward(torch.from_numpy(gq.ints.astype(np.float64) * 2.0 ** gq.exp))
+    y64.backward(torch.from_numpy(gq.ints.astype(np.float64) * 2.0**gq.exp))
     last = layer.dfp_stats.last
     u = im2col_ref(xq.ints, 3, 3, 1, 1, 1)
     w2 = wq.ints.transpose(0, 2, 3, 1).reshape(8, -1)
@@ -218,9 +219,14 @@ def test_conv_close_to_float64_convolution_within_proven_bound() -> None:
 # ---- quantize_, training, counters ------------------------------------------------------------
 def small_model() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                         nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=2), nn.Flatten(),
-                         nn.Linear(4 * 4 * 4, 3))
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=2),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 3),
+    )
 
 
 def test_quantize_swaps_layers_and_dequantize_restores() -> None:
@@ -282,8 +288,7 @@ def test_stochastic_gradient_rounding_is_seeded() -> None:
         for _ in range(2):  # the step counter advances: step 1 differs from step 0
             lin.weight.grad = None
             layer(x).backward(g)
-        assert int(layer.lowbit_step) == 2 if mode == "sr" else not hasattr(layer,
-                                                                             "lowbit_step")
+        assert int(layer.lowbit_step) == 2 if mode == "sr" else not hasattr(layer, "lowbit_step")
         return lin.weight.grad.clone()
 
     a, b = grads(0, "sr"), grads(0, "sr")
@@ -293,8 +298,11 @@ def test_stochastic_gradient_rounding_is_seeded() -> None:
 
 
 def test_unchunked_layer_overflows_chunked_does_not() -> None:
-    for chunk, headroom, overflows in ((None, 0, True), ("auto", 0, False), ("auto", "auto",
-                                                                              False)):
+    for chunk, headroom, overflows in (
+        (None, 0, True),
+        ("auto", 0, False),
+        ("auto", "auto", False),
+    ):
         lin = nn.Linear(16, 2, bias=False)
         torch.nn.init.constant_(lin.weight, 1.0)
         layer = lbnn.quantize_(lin, dfp16_training(chunk=chunk, headroom=headroom))
@@ -312,8 +320,7 @@ def test_bad_settings_raise() -> None:
     with pytest.raises(ValueError, match="acc_bits=70"):
         dfp16_training(acc_bits=70)
     with pytest.raises(ValueError, match="unknown dfp16 method_args"):
-        lbnn.quantize_(nn.Linear(2, 2), lbnn.QuantConfig(method="dfp16",
-                                                          method_args={"bitz": 16}))
+        lbnn.quantize_(nn.Linear(2, 2), lbnn.QuantConfig(method="dfp16", method_args={"bitz": 16}))
     s = DFPSettings.from_args(dfp16_training(headroom=(1, 2)).method_args)
     assert s.headroom == (1, 2)
     layer = lbnn.quantize_(nn.Conv2d(1, 1, 3), dfp16_training())

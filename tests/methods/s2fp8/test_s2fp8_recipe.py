@@ -20,8 +20,12 @@ def test_recipe_fields_and_round_trip():
     cfg = s2fp8_training()
     for role in ("weight", "act", "grad_act"):
         spec = cfg.cast_spec(role)
-        assert (spec.fmt, spec.mode, spec.scaling, spec.granularity) == ("e5m2", "rne", "s2fp8",
-                                                                         "per_tensor")
+        assert (spec.fmt, spec.mode, spec.scaling, spec.granularity) == (
+            "e5m2",
+            "rne",
+            "s2fp8",
+            "per_tensor",
+        )
     assert cfg.grad_weight is None and cfg.output is None and cfg.skip == ()
     assert lnn.QuantConfig.from_json(cfg.to_json()) == cfg
     assert lnn.QuantConfig.from_toml(cfg.to_toml()) == cfg
@@ -39,8 +43,9 @@ def test_recipe_fields_and_round_trip():
 def test_linear_forward_and_backward_equal_direct_s2fp8_rounding():
     gen = torch.Generator().manual_seed(0)
     lin = lnn.QuantLinear(6, 4, config=s2fp8_training())
-    assert all(isinstance(q, S2FP8Quantizer) for q in
-               (lin.weight_quant, lin.act_quant, lin.grad_act_quant))
+    assert all(
+        isinstance(q, S2FP8Quantizer) for q in (lin.weight_quant, lin.act_quant, lin.grad_act_quant)
+    )
     assert lin.grad_weight_quant is None
     x = (torch.randn(5, 6, generator=gen) * 3).requires_grad_(True)
     y = lin(x)

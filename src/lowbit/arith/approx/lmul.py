@@ -55,7 +55,7 @@ _MAN = 0x007FFFFF
 _ABS = 0x7FFFFFFF
 _SIGN = -0x80000000
 _QNAN = 0x7FC00000
-_TINY = 2.0 ** -126
+_TINY = 2.0**-126
 IMPLS = ("auto", "kernel", "reference")
 
 
@@ -92,8 +92,9 @@ def lmul_format(man_bits: int) -> FloatFormat:
 # =============================================================================================
 # operand preparation: RNE to e8mM, then subnormals flushed to zero
 # =============================================================================================
-def prepare_numpy(x: np.ndarray, man_bits: int, mode: str = "rne", *, seed: int | None = None,
-                  impl: str = "auto") -> np.ndarray:
+def prepare_numpy(
+    x: np.ndarray, man_bits: int, mode: str = "rne", *, seed: int | None = None, impl: str = "auto"
+) -> np.ndarray:
     """Round ``x`` to e8mM in ``mode`` and flush subnormals to ±0; float32 result (exact).
 
     float32/float16/bfloat16 inputs in RNE take a numba kernel (integer rounding on the
@@ -154,8 +155,9 @@ def _lmul_int(x: Any, y: Any, man_bits: int, literal: bool, where: Any) -> Any:
     return where(nan, _QNAN, r | s)
 
 
-def lmul_prepared_numpy(x32: np.ndarray, y32: np.ndarray, man_bits: int,
-                        literal: bool = False) -> np.ndarray:
+def lmul_prepared_numpy(
+    x32: np.ndarray, y32: np.ndarray, man_bits: int, literal: bool = False
+) -> np.ndarray:
     """L-Mul of prepared float32 arrays (broadcast); float32 result."""
     xi = np.asarray(x32, dtype=np.float32).view(np.int32).astype(np.int64)
     yi = np.asarray(y32, dtype=np.float32).view(np.int32).astype(np.int64)
@@ -193,12 +195,14 @@ def lmul(x: Any, y: Any, man_bits: int = 3, *, literal: bool = False) -> Any:
     if "torch" in (kx, ky):
         return _lmul_torch(x, y, m, bool(literal), kx, ky)
     if "jax" in (kx, ky):
-        raise TypeError("lmul supports numpy arrays and torch tensors (convert jax arrays with "
-                        "np.asarray)")
+        raise TypeError(
+            "lmul supports numpy arrays and torch tensors (convert jax arrays with np.asarray)"
+        )
     xa = _numpy_operand(x, "x")
     ya = _numpy_operand(y, "y")
-    dt = np.result_type(x if isinstance(x, float | int) else xa,
-                        y if isinstance(y, float | int) else ya)
+    dt = np.result_type(
+        x if isinstance(x, float | int) else xa, y if isinstance(y, float | int) else ya
+    )
     if isinstance(x, float | int) and isinstance(y, float | int):
         dt = np.dtype(np.float64)
     r = lmul_prepared_numpy(prepare_numpy(xa, m), prepare_numpy(ya, m), m, bool(literal))
@@ -214,8 +218,10 @@ def _numpy_operand(x: Any, which: str) -> np.ndarray:
     from lowbit.rounding.backend import NUMPY_FLOAT_DTYPES
 
     if a.dtype not in NUMPY_FLOAT_DTYPES:
-        raise TypeError(f"lmul needs floating-point operands (float16, bfloat16, float32, "
-                        f"float64); {which} has dtype {a.dtype}")
+        raise TypeError(
+            f"lmul needs floating-point operands (float16, bfloat16, float32, "
+            f"float64); {which} has dtype {a.dtype}"
+        )
     return a
 
 
@@ -228,13 +234,17 @@ def _lmul_torch(x: Any, y: Any, m: int, literal: bool, kx: str, ky: str) -> Any:
         elif ky == "torch" and isinstance(x, float | int) and not isinstance(x, bool):
             x = torch.tensor(float(x), dtype=y.dtype, device=y.device)
         else:
-            raise TypeError("lmul: operands from different backends (torch and numpy); "
-                            "convert one of them first")
+            raise TypeError(
+                "lmul: operands from different backends (torch and numpy); "
+                "convert one of them first"
+            )
     floats = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
     for name, t in (("x", x), ("y", y)):
         if t.dtype not in floats:
-            raise TypeError(f"lmul needs floating-point operands (float16, bfloat16, float32, "
-                            f"float64); {name} has dtype {t.dtype}")
+            raise TypeError(
+                f"lmul needs floating-point operands (float16, bfloat16, float32, "
+                f"float64); {name} has dtype {t.dtype}"
+            )
     dt = torch.result_type(x, y)
     xi = _prepare_torch(x, m).view(torch.int32).to(torch.int64)
     yi = _prepare_torch(y, m).view(torch.int32).to(torch.int64)
@@ -245,8 +255,9 @@ def _lmul_torch(x: Any, y: Any, m: int, literal: bool, kx: str, ky: str) -> Any:
 # =============================================================================================
 # lmul_matmul
 # =============================================================================================
-def lmul_matmul_reference(a32: np.ndarray, b32: np.ndarray, man_bits: int,
-                          literal: bool = False) -> np.ndarray:
+def lmul_matmul_reference(
+    a32: np.ndarray, b32: np.ndarray, man_bits: int, literal: bool = False
+) -> np.ndarray:
     """The plain reference: prepared float32 (..., M, K) @ (..., K, N), a loop over k of
     vectorized L-Mul products added in float32 from −0 (the documented order)."""
     K = a32.shape[-1]
@@ -254,13 +265,13 @@ def lmul_matmul_reference(a32: np.ndarray, b32: np.ndarray, man_bits: int,
     c = np.full(shape, -0.0, dtype=np.float32)
     with np.errstate(invalid="ignore", over="ignore"):
         for k in range(K):
-            c = c + lmul_prepared_numpy(a32[..., :, k, None], b32[..., None, k, :], man_bits,
-                                        literal)
+            c = c + lmul_prepared_numpy(
+                a32[..., :, k, None], b32[..., None, k, :], man_bits, literal
+            )
     return c
 
 
-def _gemm_numpy(a32: np.ndarray, b32: np.ndarray, m: int, literal: bool, impl: str
-                ) -> np.ndarray:
+def _gemm_numpy(a32: np.ndarray, b32: np.ndarray, m: int, literal: bool, impl: str) -> np.ndarray:
     """Prepared float32 operands (>= 2-D) -> float32 result of shape batch + (M, N)."""
     from lowbit.arith.matmul import _batch_index, _shapes
 
@@ -278,9 +289,16 @@ def _gemm_numpy(a32: np.ndarray, b32: np.ndarray, m: int, literal: bool, impl: s
         if K == 0:
             C.fill(0.0)
         elif literal or not (np.isfinite(A3.view(np.float32)).all() and np.isfinite(B3).all()):
-            lk.lmul_gemm(A3, B3.view(np.int32), ia, ib, C,
-                         lmul_constant(m, fp32_units=True),
-                         1 << (23 - lmul_offset_bits(m)), literal)
+            lk.lmul_gemm(
+                A3,
+                B3.view(np.int32),
+                ia,
+                ib,
+                C,
+                lmul_constant(m, fp32_units=True),
+                1 << (23 - lmul_offset_bits(m)),
+                literal,
+            )
         else:
             bm, bs = lk.split_operand(B3.view(np.int32))
             lk.lmul_gemm_fast(A3, bm, bs, ia, ib, C, lmul_constant(m, fp32_units=True))
@@ -323,8 +341,9 @@ def _torch_function() -> Any:
             an = prepare_numpy(_torch_host(A), m, impl=impl)
             bn = prepare_numpy(_torch_host(B), m, impl=impl)
             C = _gemm_numpy(an, bn, m, literal, impl)
-            ctx.save_for_backward(torch.from_numpy(an).to(A.device),
-                                  torch.from_numpy(bn).to(B.device))
+            ctx.save_for_backward(
+                torch.from_numpy(an).to(A.device), torch.from_numpy(bn).to(B.device)
+            )
             ctx.meta = (A.dtype, B.dtype, tuple(A.shape), tuple(B.shape))
             dt = torch.result_type(A, B)
             return torch.from_numpy(C).to(device=A.device, dtype=dt)
@@ -344,8 +363,9 @@ def _torch_function() -> Any:
     return _TORCH_FN
 
 
-def lmul_matmul(a: Any, b: Any, man_bits: int = 3, *, literal: bool = False,
-                impl: str = "auto") -> Any:
+def lmul_matmul(
+    a: Any, b: Any, man_bits: int = 3, *, literal: bool = False, impl: str = "auto"
+) -> Any:
     """Matrix product whose products are L-Mul products, summed in float32 (module doc).
 
     Shapes follow ``np.matmul``: (..., M, K) @ (..., K, N) with broadcast batch dimensions; a
@@ -382,8 +402,9 @@ def lmul_matmul(a: Any, b: Any, man_bits: int = 3, *, literal: bool = False,
     if ka == "torch":
         for name, t in (("a", a), ("b", b)):
             if not t.is_floating_point():
-                raise TypeError(f"lmul_matmul needs floating-point operands; {name} has dtype "
-                                f"{t.dtype}")
+                raise TypeError(
+                    f"lmul_matmul needs floating-point operands; {name} has dtype {t.dtype}"
+                )
         a2, b2, sq = _expand(a, b)
         _shapes(tuple(a2.shape), tuple(b2.shape))
         C = _torch_function().apply(a2, b2, m, bool(literal), impl)
@@ -399,5 +420,13 @@ def lmul_matmul(a: Any, b: Any, man_bits: int = 3, *, literal: bool = False,
     return C[()] if C.ndim == 0 else C
 
 
-__all__ = ["lmul", "lmul_constant", "lmul_format", "lmul_matmul", "lmul_matmul_reference",
-           "lmul_offset_bits", "lmul_prepared_numpy", "prepare_numpy"]
+__all__ = [
+    "lmul",
+    "lmul_constant",
+    "lmul_format",
+    "lmul_matmul",
+    "lmul_matmul_reference",
+    "lmul_offset_bits",
+    "lmul_prepared_numpy",
+    "prepare_numpy",
+]

@@ -26,8 +26,9 @@ def _absmax(row: np.ndarray) -> float:  # pragma: no cover - compiled
 
 
 @njit(cache=True, fastmath=_FLAGS)
-def _first(row: np.ndarray, acc: np.ndarray, per_chunk: bool, f1: float,
-           f2: float) -> None:  # pragma: no cover - compiled
+def _first(
+    row: np.ndarray, acc: np.ndarray, per_chunk: bool, f1: float, f2: float
+) -> None:  # pragma: no cover - compiled
     if per_chunk:
         for j in range(row.shape[0]):
             acc[j] = np.float32((np.float64(np.float32(row[j])) * f1) * f2)
@@ -37,8 +38,9 @@ def _first(row: np.ndarray, acc: np.ndarray, per_chunk: bool, f1: float,
 
 
 @njit(cache=True, fastmath=_FLAGS)
-def _accumulate(row: np.ndarray, acc: np.ndarray, per_chunk: bool, f1: float,
-                f2: float) -> None:  # pragma: no cover - compiled
+def _accumulate(
+    row: np.ndarray, acc: np.ndarray, per_chunk: bool, f1: float, f2: float
+) -> None:  # pragma: no cover - compiled
     if per_chunk:
         for j in range(row.shape[0]):
             acc[j] = acc[j] + np.float32((np.float64(np.float32(row[j])) * f1) * f2)
@@ -48,8 +50,9 @@ def _accumulate(row: np.ndarray, acc: np.ndarray, per_chunk: bool, f1: float,
 
 
 @njit(cache=True)
-def combine_chunks(s: np.ndarray, acc: np.ndarray, started: bool, per_chunk: bool,
-                   f1: float, f2: float) -> float:  # pragma: no cover - compiled
+def combine_chunks(
+    s: np.ndarray, acc: np.ndarray, started: bool, per_chunk: bool, f1: float, f2: float
+) -> float:  # pragma: no cover - compiled
     """Add the chunk sums ``s`` (g x n float64, exact integers) to ``acc`` (n float32) in
     order; ``started`` says whether ``acc`` already holds a value. With ``per_chunk`` each
     value is scaled by ``f1 · f2`` (= 2**e) before the addition. Returns ``max |s|``."""

@@ -154,9 +154,16 @@ def _best_split(max_a: int, max_b: int, h: int, acc_bits: int) -> tuple[int, int
     return best[1]
 
 
-def plan_chunks(max_abs_a: int, max_abs_b: int, k: int, *, acc_bits: int = 32,
-                chunk: int | str | None = "auto", headroom: int | str | tuple[int, int] = "auto",
-                min_chunk: int = 16) -> ChunkPlan:
+def plan_chunks(
+    max_abs_a: int,
+    max_abs_b: int,
+    k: int,
+    *,
+    acc_bits: int = 32,
+    chunk: int | str | None = "auto",
+    headroom: int | str | tuple[int, int] = "auto",
+    min_chunk: int = 16,
+) -> ChunkPlan:
     """Choose the head-room shifts and the chunk length (module docstring).
 
     Args:
@@ -184,8 +191,9 @@ def plan_chunks(max_abs_a: int, max_abs_b: int, k: int, *, acc_bits: int = 32,
     min_chunk = _check_int("min_chunk", min_chunk, 1)
     if isinstance(headroom, str):
         if headroom != "auto":
-            raise ValueError(f"headroom={headroom!r}; accepted: 'auto', an int >= 0 or a pair "
-                             "(shift_a, shift_b)")
+            raise ValueError(
+                f"headroom={headroom!r}; accepted: 'auto', an int >= 0 or a pair (shift_a, shift_b)"
+            )
         target = max(1, min(k, min_chunk, acc_limit(acc_bits)))
         h = 0
         while True:
@@ -197,11 +205,20 @@ def plan_chunks(max_abs_a: int, max_abs_b: int, k: int, *, acc_bits: int = 32,
         if len(headroom) != 2:
             raise ValueError(f"headroom={headroom!r}: a pair (shift_a, shift_b) has 2 items")
         autos = [h == "auto" for h in headroom]
-        fixed = [0 if au else _check_int(f"headroom[{i}]", h, 0, 62)
-                 for i, (h, au) in enumerate(zip(headroom, autos, strict=True))]
+        fixed = [
+            0 if au else _check_int(f"headroom[{i}]", h, 0, 62)
+            for i, (h, au) in enumerate(zip(headroom, autos, strict=True))
+        ]
         if all(autos):
-            return plan_chunks(max_a, max_b, k, acc_bits=acc_bits, chunk=chunk,
-                               headroom="auto", min_chunk=min_chunk)
+            return plan_chunks(
+                max_a,
+                max_b,
+                k,
+                acc_bits=acc_bits,
+                chunk=chunk,
+                headroom="auto",
+                min_chunk=min_chunk,
+            )
         ra, rb = fixed
         km = k_max(shifted_max(max_a, ra), shifted_max(max_b, rb), acc_bits)
         if any(autos):  # the fewest bits on the free operand reaching the target
@@ -222,14 +239,24 @@ def plan_chunks(max_abs_a: int, max_abs_b: int, k: int, *, acc_bits: int = 32,
         if chunk != "auto":
             raise ValueError(f"chunk={chunk!r}; accepted: 'auto', an int >= 1 or None")
         if km == 0 and k > 0:
-            raise ValueError(f"one product can reach {ma * mb} > 2**{acc_bits - 1} - 1: no "
-                             f"chunk fits the {acc_bits}-bit accumulator; use headroom='auto' "
-                             "(or more head-room bits, or a wider accumulator)")
+            raise ValueError(
+                f"one product can reach {ma * mb} > 2**{acc_bits - 1} - 1: no "
+                f"chunk fits the {acc_bits}-bit accumulator; use headroom='auto' "
+                "(or more head-room bits, or a wider accumulator)"
+            )
         c = min(k, km)
     else:
         c = min(k, _check_int("chunk", chunk, 1))
-    return ChunkPlan(k=k, acc_bits=acc_bits, shift_a=ra, shift_b=rb, max_abs_a=ma,
-                     max_abs_b=mb, chunk=c, k_max=km)
+    return ChunkPlan(
+        k=k,
+        acc_bits=acc_bits,
+        shift_a=ra,
+        shift_b=rb,
+        max_abs_a=ma,
+        max_abs_b=mb,
+        chunk=c,
+        k_max=km,
+    )
 
 
 @dataclass(frozen=True)
@@ -287,8 +314,9 @@ def _operand(x: Any, name: str, bits: int, mode: str, seed: int | None) -> DFPTe
     return t
 
 
-def _operands(a: Any, b: Any, bits: int, mode: str, seed: int | None
-              ) -> tuple[DFPTensor, DFPTensor]:
+def _operands(
+    a: Any, b: Any, bits: int, mode: str, seed: int | None
+) -> tuple[DFPTensor, DFPTensor]:
     ta = _operand(a, "a", bits, mode, seed)
     tb = _operand(b, "b", bits, mode, None if seed is None else seed + 1)
     if is_torch(ta.ints) != is_torch(tb.ints):
@@ -296,8 +324,9 @@ def _operands(a: Any, b: Any, bits: int, mode: str, seed: int | None
     if is_torch(ta.ints) and ta.ints.device != tb.ints.device:
         raise ValueError(f"a is on {ta.ints.device}, b on {tb.ints.device}")
     if ta.ints.shape[1] != tb.ints.shape[0]:
-        raise ValueError(f"shapes {tuple(ta.ints.shape)} and {tuple(tb.ints.shape)} do not "
-                         "align (K differs)")
+        raise ValueError(
+            f"shapes {tuple(ta.ints.shape)} and {tuple(tb.ints.shape)} do not align (K differs)"
+        )
     return ta, tb
 
 
@@ -311,10 +340,15 @@ def _scale_at_end(e: int, acc_bits: int, n_chunks: int) -> bool:
 
 
 # ---- reference --------------------------------------------------------------------------------
-def matmul_reference(a: DFPTensor, b: DFPTensor, acc_bits: int = 32,
-                     chunk: int | str | None = "auto",
-                     headroom: int | str | tuple[int, int] = "auto", *,
-                     min_chunk: int = 16) -> tuple[np.ndarray, DFPGemmStats]:
+def matmul_reference(
+    a: DFPTensor,
+    b: DFPTensor,
+    acc_bits: int = 32,
+    chunk: int | str | None = "auto",
+    headroom: int | str | tuple[int, int] = "auto",
+    *,
+    min_chunk: int = 16,
+) -> tuple[np.ndarray, DFPGemmStats]:
     """The definition on Python ints, one output and one step at a time (small shapes only).
 
     Same arguments as :func:`matmul` (DFP operands only); returns a numpy float32 result.
@@ -324,8 +358,15 @@ def matmul_reference(a: DFPTensor, b: DFPTensor, acc_bits: int = 32,
     ib = np.asarray(_cpu(b.ints)).tolist()
     m, k = a.ints.shape
     n = b.ints.shape[1]
-    plan = plan_chunks(max_abs_int(a.ints), max_abs_int(b.ints), k, acc_bits=acc_bits,
-                       chunk=chunk, headroom=headroom, min_chunk=min_chunk)
+    plan = plan_chunks(
+        max_abs_int(a.ints),
+        max_abs_int(b.ints),
+        k,
+        acc_bits=acc_bits,
+        chunk=chunk,
+        headroom=headroom,
+        min_chunk=min_chunk,
+    )
     # head-room shifts: Python's round() of a Fraction is round-half-even
     sa = [[round(Fraction(int(v), 1 << plan.shift_a)) for v in row] for row in ia]
     sb = [[round(Fraction(int(v), 1 << plan.shift_b)) for v in row] for row in ib]
@@ -365,14 +406,27 @@ def _fl32_int(v: int) -> float:
     return float(round(Fraction(v, 1 << shift)) << shift) if shift else float(v)
 
 
-def _stats(m: int, n: int, plan: ChunkPlan, e: int, max_sum: int, count: int,
-           checked: str) -> DFPGemmStats:
-    return DFPGemmStats(m=m, n=n, k=plan.k, acc_bits=plan.acc_bits, shift_a=plan.shift_a,
-                        shift_b=plan.shift_b, max_abs_a=plan.max_abs_a,
-                        max_abs_b=plan.max_abs_b, exp=e, chunk=plan.chunk,
-                        n_chunks=plan.n_chunks, k_max=plan.k_max, bound=plan.bound,
-                        max_abs_chunk_sum=int(max_sum), overflow_count=int(count),
-                        checked=checked)
+def _stats(
+    m: int, n: int, plan: ChunkPlan, e: int, max_sum: int, count: int, checked: str
+) -> DFPGemmStats:
+    return DFPGemmStats(
+        m=m,
+        n=n,
+        k=plan.k,
+        acc_bits=plan.acc_bits,
+        shift_a=plan.shift_a,
+        shift_b=plan.shift_b,
+        max_abs_a=plan.max_abs_a,
+        max_abs_b=plan.max_abs_b,
+        exp=e,
+        chunk=plan.chunk,
+        n_chunks=plan.n_chunks,
+        k_max=plan.k_max,
+        bound=plan.bound,
+        max_abs_chunk_sum=int(max_sum),
+        overflow_count=int(count),
+        checked=checked,
+    )
 
 
 def _cpu(x: Any) -> Any:
@@ -459,8 +513,17 @@ class _Combiner:
         return acc + 0.0  # -0 -> +0, as the integer reference gives
 
 
-def chunked_gemm(a: Any, b: Any, chunk: int, exp: int, acc_bits: int, *, shift_a: int = 0,
-                 shift_b: int = 0, b_transposed: bool = False) -> tuple[Any, int]:
+def chunked_gemm(
+    a: Any,
+    b: Any,
+    chunk: int,
+    exp: int,
+    acc_bits: int,
+    *,
+    shift_a: int = 0,
+    shift_b: int = 0,
+    b_transposed: bool = False,
+) -> tuple[Any, int]:
     """The fast path of :func:`matmul` after planning: chunk sums by float64 GEMMs, fp32
     combination in k order.
 
@@ -507,10 +570,10 @@ def chunked_gemm(a: Any, b: Any, chunk: int, exp: int, acc_bits: int, *, shift_a
             ag = cols_a(i0 * c, i1 * c).reshape(m, g, c)
             ag = ag.permute(1, 0, 2) if tb else ag.transpose(1, 0, 2)
             if b_transposed:
-                bg = shift_values(b[:, i0 * c: i1 * c], shift_b).reshape(n, g, c)
+                bg = shift_values(b[:, i0 * c : i1 * c], shift_b).reshape(n, g, c)
                 bg = bg.permute(1, 2, 0) if tb else bg.transpose(1, 2, 0)
             else:
-                bg = shift_values(b[i0 * c: i1 * c], shift_b).reshape(g, c, n)
+                bg = shift_values(b[i0 * c : i1 * c], shift_b).reshape(g, c, n)
             comb.add(ag @ bg, stacked=True)
         done = nfull
     for i in range(done, nc):
@@ -526,8 +589,10 @@ def _simulate(ia: Any, ib: Any, plan: ChunkPlan, e: int) -> tuple[np.ndarray, in
     m, n = a.shape[0], b.shape[1]
     c, nc = plan.chunk, plan.n_chunks
     if c * plan.max_product > (1 << 62):
-        raise ValueError(f"chunk sums up to {c * plan.max_product} exceed int64; use a shorter "
-                         "chunk or narrower operands")
+        raise ValueError(
+            f"chunk sums up to {c * plan.max_product} exceed int64; use a shorter "
+            "chunk or narrower operands"
+        )
     kp = nc * c
     ap = np.zeros((m, kp), dtype=np.int64)
     ap[:, : a.shape[1]] = a
@@ -547,8 +612,9 @@ def _simulate(ia: Any, ib: Any, plan: ChunkPlan, e: int) -> tuple[np.ndarray, in
         over = (r < lo) | (r > hi)
         count += int(np.count_nonzero(over))
         if span is None:  # acc_bits = 63: wrap by hand (r - lo fits uint64)
-            wrapped = ((r.astype(np.uint64) - np.uint64(lo & 0xFFFFFFFFFFFFFFFF))
-                       % np.uint64(1 << 63)).astype(np.int64) + lo
+            wrapped = (
+                (r.astype(np.uint64) - np.uint64(lo & 0xFFFFFFFFFFFFFFFF)) % np.uint64(1 << 63)
+            ).astype(np.int64) + lo
         else:
             wrapped = (r - lo) % span + lo
         acc = np.where(over, wrapped, r)
@@ -559,15 +625,23 @@ def _simulate(ia: Any, ib: Any, plan: ChunkPlan, e: int) -> tuple[np.ndarray, in
         vals = acc  # int64 -> float32 directly: one correct rounding
     comb = _Combiner(False, e, _scale_at_end(e, plan.acc_bits, nc))
     if nc:
-        comb.add(vals if vals.dtype == np.float64 else
-                 vals.astype(np.float32).astype(np.float64), stacked=True)
+        comb.add(
+            vals if vals.dtype == np.float64 else vals.astype(np.float32).astype(np.float64),
+            stacked=True,
+        )
     out = comb.result() if nc else np.zeros((m, n), dtype=np.float32)
     return out, count, max_sum
 
 
-def planned_gemm(a64: Any, b64: Any, plan: ChunkPlan, exp: int, *,
-                 b_transposed: bool = False, shifted: bool = False
-                 ) -> tuple[Any, DFPGemmStats]:
+def planned_gemm(
+    a64: Any,
+    b64: Any,
+    plan: ChunkPlan,
+    exp: int,
+    *,
+    b_transposed: bool = False,
+    shifted: bool = False,
+) -> tuple[Any, DFPGemmStats]:
     """GEMM of DFP integer operands under a :func:`plan_chunks` plan.
 
     The layers plan from the operands' maxima and call this with the integers (as floats,
@@ -584,8 +658,10 @@ def planned_gemm(a64: Any, b64: Any, plan: ChunkPlan, exp: int, *,
     if plan.k != a64.shape[1]:
         raise ValueError(f"plan.k={plan.k} but A has {a64.shape[1]} columns")
     if plan.max_product > MAX_EXACT:
-        raise ValueError(f"max|I_a|·max|I_b| = {plan.max_product} > 2**53: operands wider than "
-                         "about 26 bits; requantize them first")
+        raise ValueError(
+            f"max|I_a|·max|I_b| = {plan.max_product} > 2**53: operands wider than "
+            "about 26 bits; requantize them first"
+        )
     out_shape = (*b64.shape[:-2], m, b64.shape[-2] if b_transposed else b64.shape[-1])
     n = int(np.prod(out_shape)) // max(1, m)
     if plan.k == 0:
@@ -598,8 +674,16 @@ def planned_gemm(a64: Any, b64: Any, plan: ChunkPlan, exp: int, *,
         return out, _stats(m, n, plan, exp, 0, 0, "bound")
     if plan.safe and plan.bound <= MAX_EXACT:
         sa, sb = (0, 0) if shifted else (plan.shift_a, plan.shift_b)
-        out, max_sum = chunked_gemm(a64, b64, plan.chunk, exp, plan.acc_bits, shift_a=sa,
-                                    shift_b=sb, b_transposed=b_transposed)
+        out, max_sum = chunked_gemm(
+            a64,
+            b64,
+            plan.chunk,
+            exp,
+            plan.acc_bits,
+            shift_a=sa,
+            shift_b=sb,
+            b_transposed=b_transposed,
+        )
         return out, _stats(m, n, plan, exp, max_sum, 0, "bound")
     if not shifted:
         a64, b64 = shift_values(a64, plan.shift_a), shift_values(b64, plan.shift_b)
@@ -621,10 +705,18 @@ def planned_gemm(a64: Any, b64: Any, plan: ChunkPlan, exp: int, *,
     return out, _stats(m, n, plan, exp, max_sum, count, "simulated")
 
 
-def matmul(a: Any, b: Any, acc_bits: int = 32, chunk: int | str | None = "auto",
-           headroom: int | str | tuple[int, int] = "auto", *, min_chunk: int = 16,
-           bits: int = 16, mode: str = "rne", seed: int | None = None
-           ) -> tuple[Any, DFPGemmStats]:
+def matmul(
+    a: Any,
+    b: Any,
+    acc_bits: int = 32,
+    chunk: int | str | None = "auto",
+    headroom: int | str | tuple[int, int] = "auto",
+    *,
+    min_chunk: int = 16,
+    bits: int = 16,
+    mode: str = "rne",
+    seed: int | None = None,
+) -> tuple[Any, DFPGemmStats]:
     """``A · B`` with INT16 products, INT32 chunk accumulators and fp32 combination.
 
     Args:
@@ -650,14 +742,33 @@ def matmul(a: Any, b: Any, acc_bits: int = 32, chunk: int | str | None = "auto",
     """
     ta, tb = _operands(a, b, bits, mode, seed)
     k = ta.ints.shape[1]
-    plan = plan_chunks(max_abs_int(ta.ints), max_abs_int(tb.ints), k, acc_bits=acc_bits,
-                       chunk=chunk, headroom=headroom, min_chunk=min_chunk)
+    plan = plan_chunks(
+        max_abs_int(ta.ints),
+        max_abs_int(tb.ints),
+        k,
+        acc_bits=acc_bits,
+        chunk=chunk,
+        headroom=headroom,
+        min_chunk=min_chunk,
+    )
     if plan.max_product > MAX_EXACT:
-        raise ValueError(f"max|I_a|·max|I_b| = {plan.max_product} > 2**53: operands wider than "
-                         "about 26 bits; requantize them first")
+        raise ValueError(
+            f"max|I_a|·max|I_b| = {plan.max_product} > 2**53: operands wider than "
+            "about 26 bits; requantize them first"
+        )
     e = ta.exp + tb.exp + plan.shift_a + plan.shift_b
     return planned_gemm(ta.ints, tb.ints, plan, e)
 
 
-__all__ = ["ChunkPlan", "DFPGemmStats", "acc_limit", "chunked_gemm", "k_max", "matmul",
-           "matmul_reference", "plan_chunks", "planned_gemm", "shift_values"]
+__all__ = [
+    "ChunkPlan",
+    "DFPGemmStats",
+    "acc_limit",
+    "chunked_gemm",
+    "k_max",
+    "matmul",
+    "matmul_reference",
+    "plan_chunks",
+    "planned_gemm",
+    "shift_values",
+]

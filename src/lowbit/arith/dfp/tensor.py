@@ -174,8 +174,9 @@ def _as_float64(x: Any, name: str) -> tuple[Any, bool]:
         raise TypeError(f"{name} is already a DFPTensor; use requantize to change its width")
     a = np.asarray(x)
     if a.dtype.kind != "f":
-        raise TypeError(f"{name}: quantize takes floating arrays (float16/32/64), got dtype "
-                        f"{a.dtype}")
+        raise TypeError(
+            f"{name}: quantize takes floating arrays (float16/32/64), got dtype {a.dtype}"
+        )
     return a.astype(np.float64), False
 
 
@@ -187,12 +188,15 @@ def _check_finite(x64: Any, name: str) -> None:
     else:
         bad = int(np.count_nonzero(~np.isfinite(x64)))
     if bad:
-        raise ValueError(f"{name} holds {bad} NaN/inf value(s); a DFP tensor has no special "
-                         "values (accepted: finite numbers only)")
+        raise ValueError(
+            f"{name} holds {bad} NaN/inf value(s); a DFP tensor has no special "
+            "values (accepted: finite numbers only)"
+        )
 
 
-def quantize_values(x: Any, bits: int = 16, mode: str = "rne", seed: int | None = None, *,
-                    name: str = "x") -> tuple[Any, int, int]:
+def quantize_values(
+    x: Any, bits: int = 16, mode: str = "rne", seed: int | None = None, *, name: str = "x"
+) -> tuple[Any, int, int]:
     """:func:`quantize` without the integer cast: ``(q, exp, max|q|)``.
 
     ``q`` holds the DFP integers as floats of ``x``'s backend (float32 when ``x`` is float32,
@@ -215,8 +219,9 @@ def quantize_values(x: Any, bits: int = 16, mode: str = "rne", seed: int | None 
             raise TypeError(f"{name} is already a DFPTensor; use requantize to change its width")
         xd = np.asarray(x)
         if xd.dtype.kind != "f":
-            raise TypeError(f"{name}: quantize takes floating arrays (float16/32/64), got "
-                            f"dtype {xd.dtype}")
+            raise TypeError(
+                f"{name}: quantize takes floating arrays (float16/32/64), got dtype {xd.dtype}"
+            )
         n = xd.size
         amax = float(np.abs(xd).max()) if n else 0.0
     if not math.isfinite(amax):
@@ -232,8 +237,9 @@ def quantize_values(x: Any, bits: int = 16, mode: str = "rne", seed: int | None 
     limit = 1 << (bits - 1)
     if mode == "rne" and round(math.ldexp(amax, -exp)) >= limit:
         exp += 1  # rounding would carry max|I| to 2**(P-1): one more exponent step
-    small = (tb and xd.dtype in (torch.float32, torch.float16, torch.bfloat16)) or \
-        (not tb and xd.dtype in (np.float32, np.float16))
+    small = (tb and xd.dtype in (torch.float32, torch.float16, torch.bfloat16)) or (
+        not tb and xd.dtype in (np.float32, np.float16)
+    )
     if mode == "rne" and small and bits <= 24 and -126 <= -exp <= 127:
         # float32 is exact here: scaling by a normal power of two loses only bits of results
         # below 2**-126, which round to 0 anyway, and |y| < 2**23 keeps integers exact
@@ -252,8 +258,9 @@ def quantize_values(x: Any, bits: int = 16, mode: str = "rne", seed: int | None 
     raise AssertionError("unreachable: max|x|·2**-E_s < 2**(P-2) after the raise")
 
 
-def quantize(x: Any, bits: int = 16, mode: str = "rne", seed: int | None = None, *,
-             name: str = "x") -> DFPTensor:
+def quantize(
+    x: Any, bits: int = 16, mode: str = "rne", seed: int | None = None, *, name: str = "x"
+) -> DFPTensor:
     """Convert a float tensor to DFP-``bits`` (module docstring: exponent rule, rounding).
 
     Args:
@@ -304,8 +311,9 @@ def dequantize(t: DFPTensor, dtype: Any = None) -> Any:
 def as_dfp(t: Any, name: str) -> DFPTensor:
     """Validate a DFPTensor (integer ints, int exp)."""
     if not isinstance(t, DFPTensor):
-        raise TypeError(f"{name} must be a DFPTensor (from lowbit.arith.dfp.quantize), got "
-                        f"{type(t).__name__}")
+        raise TypeError(
+            f"{name} must be a DFPTensor (from lowbit.arith.dfp.quantize), got {type(t).__name__}"
+        )
     if isinstance(t.exp, bool) or not isinstance(t.exp, (int, np.integer)):
         raise TypeError(f"{name}.exp must be an int, got {t.exp!r}")
     ints = t.ints
@@ -384,8 +392,9 @@ def shifted_max(m: int, r: int) -> int:
     return q + (1 if rem > half or (rem == half and q & 1) else 0)
 
 
-def requantize(t: DFPTensor, bits: int = 16, mode: str = "rne",
-               seed: int | None = None) -> DFPTensor:
+def requantize(
+    t: DFPTensor, bits: int = 16, mode: str = "rne", seed: int | None = None
+) -> DFPTensor:
     """Down-convert an integer DFP tensor (e.g. INT32 accumulator contents) to DFP-``bits``.
 
     ``rs = max(0, bitlen(max|I|) - (P-1))``; ``I' = round(I / 2**rs)``; ``E' = E + rs``; if
@@ -413,5 +422,13 @@ def requantize(t: DFPTensor, bits: int = 16, mode: str = "rne",
     raise AssertionError("unreachable: max|I| / 2**rs < 2**(P-2) after the raise")
 
 
-__all__ = ["MODES", "DFPTensor", "dequantize", "quantize", "quantize_values", "requantize",
-           "shift_right", "shifted_max"]
+__all__ = [
+    "MODES",
+    "DFPTensor",
+    "dequantize",
+    "quantize",
+    "quantize_values",
+    "requantize",
+    "shift_right",
+    "shifted_max",
+]

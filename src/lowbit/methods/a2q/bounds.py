@@ -36,8 +36,9 @@ def _pos_int(name: str, v: Any, lo: int = 1) -> int:
 
 def _check_signed(act_signed: Any) -> bool:
     if not isinstance(act_signed, (bool, np.bool_)):
-        raise TypeError(f"act_signed must be a bool (signed or unsigned inputs), got "
-                        f"{act_signed!r}")
+        raise TypeError(
+            f"act_signed must be a bool (signed or unsigned inputs), got {act_signed!r}"
+        )
     return bool(act_signed)
 
 
@@ -67,17 +68,26 @@ def acc_bits_for_l1(l1: int, act_bits: int, act_signed: bool) -> int:
 
 def datatype_bound(k: int, act_bits: int, weight_bits: int, act_signed: bool) -> float:
     """``α + φ(α) + 1`` with ``α = log2(K) + N + M - 1 - 1_signed`` (the paper's formula)."""
-    alpha = (math.log2(_pos_int("k", k)) + _pos_int("act_bits", act_bits)
-             + _pos_int("weight_bits", weight_bits) - 1 - int(_check_signed(act_signed)))
-    return alpha + math.log2(1 + 2.0 ** -alpha) + 1
+    alpha = (
+        math.log2(_pos_int("k", k))
+        + _pos_int("act_bits", act_bits)
+        + _pos_int("weight_bits", weight_bits)
+        - 1
+        - int(_check_signed(act_signed))
+    )
+    return alpha + math.log2(1 + 2.0**-alpha) + 1
 
 
 def datatype_acc_bits(k: int, act_bits: int, weight_bits: int, act_signed: bool) -> int:
     """``ceil(datatype_bound(...))`` in exact integers: the smallest ``P`` with
     ``2**(P-1) >= 2**α + 1``, ``2**α = K · 2**(N + M - 1 - 1_signed)``."""
     k = _pos_int("k", k)
-    e = (_pos_int("act_bits", act_bits) + _pos_int("weight_bits", weight_bits) - 1
-         - int(_check_signed(act_signed)))
+    e = (
+        _pos_int("act_bits", act_bits)
+        + _pos_int("weight_bits", weight_bits)
+        - 1
+        - int(_check_signed(act_signed))
+    )
     two_alpha = k << e
     return (two_alpha).bit_length() + 1  # smallest P-1 with 2**(P-1) > 2**α
 
@@ -91,8 +101,7 @@ def worst_case_inputs(q: Any, act_bits: int, act_signed: bool) -> np.ndarray:
     """
     q = np.asarray(q)
     if q.ndim != 2 or q.dtype.kind not in "iu":
-        raise ValueError(f"q must be a 2-D integer array (channels, K), got {q.dtype} "
-                         f"{q.shape}")
+        raise ValueError(f"q must be a 2-D integer array (channels, K), got {q.dtype} {q.shape}")
     n = _pos_int("act_bits", act_bits)
     if _check_signed(act_signed):
         lo, hi = -(1 << (n - 1)), (1 << (n - 1)) - 1

@@ -60,13 +60,16 @@ class A2QArgs:
         if not (isinstance(self.act_signed, bool) or self.act_signed == "auto"):
             raise ValueError(f"act_signed={self.act_signed!r}; accepted: 'auto', True, False")
         if self.weight_scale not in WEIGHT_SCALES:
-            raise ValueError(f"weight_scale={self.weight_scale!r}; accepted: "
-                             f"{', '.join(map(repr, WEIGHT_SCALES))}")
+            raise ValueError(
+                f"weight_scale={self.weight_scale!r}; accepted: "
+                f"{', '.join(map(repr, WEIGHT_SCALES))}"
+            )
         if self.init not in INITS:
             raise ValueError(f"init={self.init!r}; accepted: {', '.join(map(repr, INITS))}")
         if self.rounding not in ROUNDINGS:
-            raise ValueError(f"rounding={self.rounding!r}; accepted: "
-                             f"{', '.join(map(repr, ROUNDINGS))}")
+            raise ValueError(
+                f"rounding={self.rounding!r}; accepted: {', '.join(map(repr, ROUNDINGS))}"
+            )
 
     @classmethod
     def from_config(cls, config: QuantConfig) -> A2QArgs:
@@ -77,22 +80,32 @@ class A2QArgs:
         names = [f.name for f in dataclasses.fields(cls)]
         bad = sorted(set(args) - set(names))
         if bad:
-            raise ValueError(f"unknown {config.method} method_args {bad}; accepted: "
-                             f"{', '.join(names)}")
+            raise ValueError(
+                f"unknown {config.method} method_args {bad}; accepted: {', '.join(names)}"
+            )
         if config.method == "qat_int":
             if args.get("acc_bits") is not None or "rounding" in args or "init" in args:
-                raise ValueError("method 'qat_int' is plain QAT: it takes no acc_bits, "
-                                 "rounding or init (use method 'a2q' for an accumulator "
-                                 "target)")
+                raise ValueError(
+                    "method 'qat_int' is plain QAT: it takes no acc_bits, "
+                    "rounding or init (use method 'a2q' for an accumulator "
+                    "target)"
+                )
             return cls(**{**dict(args), "acc_bits": None, "rounding": "nearest"})
         if args.get("acc_bits", 16) is None:
             raise ValueError("method 'a2q' needs acc_bits (an int in 2..64)")
         return cls(**dict(args))
 
 
-def a2q(acc_bits: int = 16, weight_bits: int = 4, act_bits: int = 8, *,
-        act_signed: bool | str = "auto", weight_scale: str = "learned",
-        rounding: str = "trunc", init: str = "norm") -> QuantConfig:
+def a2q(
+    acc_bits: int = 16,
+    weight_bits: int = 4,
+    act_bits: int = 8,
+    *,
+    act_signed: bool | str = "auto",
+    weight_scale: str = "learned",
+    rounding: str = "trunc",
+    init: str = "norm",
+) -> QuantConfig:
     """A2Q recipe: Linear/Conv2d layers whose integer dot products provably fit a signed
     ``acc_bits``-bit accumulator (``‖q‖₁ <= (2**(P-1) - 1) · 2**(1_signed - N)`` per channel).
 
@@ -110,14 +123,25 @@ def a2q(acc_bits: int = 16, weight_bits: int = 4, act_bits: int = 8, *,
     return QuantConfig(method="a2q", method_args=dataclasses.asdict(args))
 
 
-def qat_int(weight_bits: int = 4, act_bits: int = 8, *, act_signed: bool | str = "auto",
-            weight_scale: str = "learned") -> QuantConfig:
+def qat_int(
+    weight_bits: int = 4,
+    act_bits: int = 8,
+    *,
+    act_signed: bool | str = "auto",
+    weight_scale: str = "learned",
+) -> QuantConfig:
     """Plain integer QAT baseline of A2Q: same weight/input quantization, no ℓ1 constraint,
     round-to-nearest weights (its accumulator needs the data-type bound)."""
     A2QArgs(None, weight_bits, act_bits, act_signed, weight_scale, "nearest")
-    return QuantConfig(method="qat_int", method_args=dict(
-        weight_bits=weight_bits, act_bits=act_bits, act_signed=act_signed,
-        weight_scale=weight_scale))
+    return QuantConfig(
+        method="qat_int",
+        method_args=dict(
+            weight_bits=weight_bits,
+            act_bits=act_bits,
+            act_signed=act_signed,
+            weight_scale=weight_scale,
+        ),
+    )
 
 
 __all__ = ["METHODS", "A2QArgs", "a2q", "qat_int"]

@@ -46,14 +46,18 @@ class IntegerReport:
         return t
 
     def to_dict(self) -> dict[str, Any]:
-        return {"acc_bits": self.acc_bits, "overflow": self.overflow,
-                "total": self.total.to_dict(),
-                "layers": {k: v.to_dict() for k, v in self.layers.items()}}
+        return {
+            "acc_bits": self.acc_bits,
+            "overflow": self.overflow,
+            "total": self.total.to_dict(),
+            "layers": {k: v.to_dict() for k, v in self.layers.items()},
+        }
 
 
 @contextlib.contextmanager
-def integer_inference(model: nn.Module, acc_bits: int | None = None, overflow: str = "wrap"
-                      ) -> Iterator[IntegerReport]:
+def integer_inference(
+    model: nn.Module, acc_bits: int | None = None, overflow: str = "wrap"
+) -> Iterator[IntegerReport]:
     """Run the A2Q/QAT layers of ``model`` as integer GEMMs into a ``acc_bits`` accumulator.
 
     Args:
@@ -69,14 +73,15 @@ def integer_inference(model: nn.Module, acc_bits: int | None = None, overflow: s
         raise ValueError(f"overflow={overflow!r}; accepted: {', '.join(OVERFLOW_MODES)}")
     layers = a2q_layers(model)
     if not layers:
-        raise ValueError("model has no A2Q/qat_int layers; quantize_ it with "
-                         "lowbit.methods.a2q.a2q(...) or qat_int(...) first")
+        raise ValueError(
+            "model has no A2Q/qat_int layers; quantize_ it with "
+            "lowbit.methods.a2q.a2q(...) or qat_int(...) first"
+        )
     report = IntegerReport(acc_bits, overflow)
     for name, m in layers:
         p = acc_bits if acc_bits is not None else m.a2q_args.acc_bits
         if p is None:
-            raise ValueError(f"layer {name!r} (qat_int) has no accumulator target; pass "
-                             "acc_bits")
+            raise ValueError(f"layer {name!r} (qat_int) has no accumulator target; pass acc_bits")
         m.int_acc = (int(p), overflow)
         m.overflow_stats = OverflowStats()
         report.layers[name] = m.overflow_stats
@@ -89,8 +94,14 @@ def integer_inference(model: nn.Module, acc_bits: int | None = None, overflow: s
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, loader: Iterable[Any], *, acc_bits: int | None = None,
-             integer: bool = False, overflow: str = "wrap") -> tuple[float, IntegerReport | None]:
+def accuracy(
+    model: nn.Module,
+    loader: Iterable[Any],
+    *,
+    acc_bits: int | None = None,
+    integer: bool = False,
+    overflow: str = "wrap",
+) -> tuple[float, IntegerReport | None]:
     """Test accuracy in [0, 1]: fake-quantized float (``integer=False``) or integer inference
     with a ``acc_bits`` accumulator; returns the integer report too (None for float)."""
     was = model.training
@@ -98,8 +109,11 @@ def accuracy(model: nn.Module, loader: Iterable[Any], *, acc_bits: int | None = 
     correct = total = 0
     report = None
     try:
-        ctx = (integer_inference(model, acc_bits, overflow) if integer
-               else contextlib.nullcontext(None))
+        ctx = (
+            integer_inference(model, acc_bits, overflow)
+            if integer
+            else contextlib.nullcontext(None)
+        )
         with ctx as report:
             for x, y in loader:
                 pred = model(x).argmax(dim=1)
@@ -110,8 +124,15 @@ def accuracy(model: nn.Module, loader: Iterable[Any], *, acc_bits: int | None = 
     return (correct / total if total else float("nan")), report
 
 
-def train(model: nn.Module, loader: Iterable[Any], *, epochs: int = 1, lr: float = 1e-3,
-          weight_decay: float = 0.0, progress: bool = False) -> list[float]:
+def train(
+    model: nn.Module,
+    loader: Iterable[Any],
+    *,
+    epochs: int = 1,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    progress: bool = False,
+) -> list[float]:
     """Short QAT with Adam and cross-entropy, :func:`clamp_` after every step.
 
     Returns the mean training loss of each epoch."""
@@ -169,11 +190,18 @@ def l1_report(model: nn.Module) -> list[LayerL1]:
         l1 = int(q.abs().sum(dim=1).max()) if q.numel() else 0
         args = m.a2q_args
         signed = m.act_signed
-        budget = (None if args.acc_bits is None
-                  else l1_budget(args.acc_bits, args.act_bits, signed))
-        out.append(LayerL1(name, int(q.shape[1]), l1, budget, signed,
-                           acc_bits_for_l1(l1, args.act_bits, signed),
-                           float((q == 0).double().mean()) if q.numel() else 0.0))
+        budget = None if args.acc_bits is None else l1_budget(args.acc_bits, args.act_bits, signed)
+        out.append(
+            LayerL1(
+                name,
+                int(q.shape[1]),
+                l1,
+                budget,
+                signed,
+                acc_bits_for_l1(l1, args.act_bits, signed),
+                float((q == 0).double().mean()) if q.numel() else 0.0,
+            )
+        )
     return out
 
 
@@ -187,5 +215,14 @@ def sparsity(model: nn.Module) -> float:
     return zeros / total if total else 0.0
 
 
-__all__ = ["A2QLayer", "IntegerReport", "LayerL1", "accuracy", "clamp_", "integer_inference",
-           "l1_report", "sparsity", "train"]
+__all__ = [
+    "A2QLayer",
+    "IntegerReport",
+    "LayerL1",
+    "accuracy",
+    "clamp_",
+    "integer_inference",
+    "l1_report",
+    "sparsity",
+    "train",
+]

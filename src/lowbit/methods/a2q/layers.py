@@ -70,8 +70,7 @@ class OverflowStats:
         return self.wrong_outputs / self.outputs if self.outputs else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "overflow_rate": self.overflow_rate,
-                "wrong_rate": self.wrong_rate}
+        return {**asdict(self), "overflow_rate": self.overflow_rate, "wrong_rate": self.wrong_rate}
 
 
 class A2QLayer(QuantLayer):
@@ -94,11 +93,18 @@ class A2QLayer(QuantLayer):
         self.lowbit_gemm = None
         self.a2q_args = args
         self.weight_quant = A2QWeightQuantizer(
-            self.weight, weight_bits=args.weight_bits, acc_bits=args.acc_bits,  # type: ignore[attr-defined]
-            act_bits=args.act_bits, rounding=args.rounding, weight_scale=args.weight_scale,
-            init=args.init, name=f"{name}.weight").to(self.weight.device)  # type: ignore[attr-defined]
-        self.act_quant = A2QActQuantizer(args.act_bits, args.act_signed,
-                                         name=f"{name}.act").to(self.weight.device)  # type: ignore[attr-defined]
+            self.weight,
+            weight_bits=args.weight_bits,
+            acc_bits=args.acc_bits,  # type: ignore[attr-defined]
+            act_bits=args.act_bits,
+            rounding=args.rounding,
+            weight_scale=args.weight_scale,
+            init=args.init,
+            name=f"{name}.weight",
+        ).to(self.weight.device)  # type: ignore[attr-defined]
+        self.act_quant = A2QActQuantizer(args.act_bits, args.act_signed, name=f"{name}.act").to(
+            self.weight.device
+        )  # type: ignore[attr-defined]
         self.int_acc = None
         self.overflow_stats = OverflowStats()
 
@@ -135,8 +141,10 @@ class A2QLayer(QuantLayer):
         """
         codes = self.weight_quant.codes(self.weight.detach(), self.act_signed)  # type: ignore[attr-defined]
         if not bool(torch.isfinite(codes).all()):
-            raise FloatingPointError(f"layer {self.lowbit_name!r}: non-finite integer weights "
-                                     "(the weight, g or s diverged)")
+            raise FloatingPointError(
+                f"layer {self.lowbit_name!r}: non-finite integer weights "
+                "(the weight, g or s diverged)"
+            )
         return codes.detach().to(torch.int64)
 
     def clamp_(self) -> None:
@@ -150,15 +158,19 @@ class A2QLayer(QuantLayer):
         acc_bits, overflow = self.int_acc
         self._maybe_init()
         q = self.int_weight()
-        d = int_matmul_detail(x2.cpu(), q.t().contiguous().cpu(), acc_bits=acc_bits,
-                              overflow=overflow)
+        d = int_matmul_detail(
+            x2.cpu(), q.t().contiguous().cpu(), acc_bits=acc_bits, overflow=overflow
+        )
         exact = x2.double() @ q.t().double()  # exact: integer sums far below 2**53
         vals = d.values.to(x2.device)
-        st = OverflowStats(outputs=vals.numel(), steps=vals.numel() * x2.shape[1],
-                           overflow_steps=int(d.overflow_counts.sum()),
-                           overflowed_outputs=int((d.overflow_counts > 0).sum()),
-                           wrong_outputs=int((vals.double() != exact).sum()),
-                           max_abs=int(d.max_abs.max()) if d.max_abs.numel() else 0)
+        st = OverflowStats(
+            outputs=vals.numel(),
+            steps=vals.numel() * x2.shape[1],
+            overflow_steps=int(d.overflow_counts.sum()),
+            overflowed_outputs=int((d.overflow_counts > 0).sum()),
+            wrong_outputs=int((vals.double() != exact).sum()),
+            max_abs=int(d.max_abs.max()) if d.max_abs.numel() else 0,
+        )
         self.overflow_stats.add(st)
         return vals.double()
 

@@ -84,15 +84,23 @@ class A2QWeightQuantizer(nn.Module):
             :meth:`ep_init_`).
     """
 
-    def __init__(self, weight: torch.Tensor, *, weight_bits: int, acc_bits: int | None,
-                 act_bits: int, rounding: str = "trunc", weight_scale: str = "learned",
-                 init: str = "norm", name: str = "") -> None:
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        *,
+        weight_bits: int,
+        acc_bits: int | None,
+        act_bits: int,
+        rounding: str = "trunc",
+        weight_scale: str = "learned",
+        init: str = "norm",
+        name: str = "",
+    ) -> None:
         super().__init__()
         if rounding not in ROUNDINGS:
             raise ValueError(f"rounding={rounding!r}; accepted: {', '.join(ROUNDINGS)}")
         if weight_scale not in WEIGHT_SCALES:
-            raise ValueError(f"weight_scale={weight_scale!r}; accepted: "
-                             f"{', '.join(WEIGHT_SCALES)}")
+            raise ValueError(f"weight_scale={weight_scale!r}; accepted: {', '.join(WEIGHT_SCALES)}")
         self.weight_bits = int(weight_bits)
         self.acc_bits = None if acc_bits is None else int(acc_bits)
         self.act_bits = int(act_bits)
@@ -221,8 +229,11 @@ class A2QWeightQuantizer(nn.Module):
         self.log_g.copy_(new)
 
     def describe(self) -> str:
-        kind = (f"a2q int{self.weight_bits} P={self.acc_bits} {self.rounding}"
-                if self.constrained else f"int{self.weight_bits} rne")
+        kind = (
+            f"a2q int{self.weight_bits} P={self.acc_bits} {self.rounding}"
+            if self.constrained
+            else f"int{self.weight_bits} rne"
+        )
         return f"{kind} per_channel {self.weight_scale}-scale"
 
     def extra_repr(self) -> str:

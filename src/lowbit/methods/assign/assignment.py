@@ -47,8 +47,13 @@ from lowbit.methods.assign.groups import TensorGraph, tensor_groups
 from lowbit.nn import QuantConfig
 
 SCHEMES = ("ours", "smallest_first", "random", "pi_op")
-_SCHEME_ALIASES = {"topr_dec": "ours", "topr_inc": "smallest_first", "rand": "random",
-                   "std": "pi_op", "hfp8": "pi_op"}
+_SCHEME_ALIASES = {
+    "topr_dec": "ours",
+    "topr_inc": "smallest_first",
+    "rand": "random",
+    "std": "pi_op",
+    "hfp8": "pi_op",
+}
 #: format of each tensor kind when its group is demoted
 DEMOTED = {"Y": LOW.name, "GY": LOW_GRAD.name, "P": LOW.name, "GP": HIGH.name}
 ROLES = ("weight", "act", "output", "grad_act", "grad_weight")
@@ -60,8 +65,10 @@ def scheme_name(scheme: Any) -> str:
         raise TypeError(f"scheme must be a str, got {type(scheme).__name__}")
     s = _SCHEME_ALIASES.get(scheme, scheme)
     if s not in SCHEMES:
-        raise ValueError(f"scheme={scheme!r}; accepted: {', '.join(SCHEMES)} (or the "
-                         f"repository's names {', '.join(_SCHEME_ALIASES)})")
+        raise ValueError(
+            f"scheme={scheme!r}; accepted: {', '.join(SCHEMES)} (or the "
+            f"repository's names {', '.join(_SCHEME_ALIASES)})"
+        )
     return s
 
 
@@ -94,9 +101,17 @@ class Assignment:
     Treat it as read-only: :meth:`promoted` returns a changed copy (the config is cached).
     """
 
-    def __init__(self, graph: TensorGraph, formats: Mapping[str, str], *, scheme: str,
-                 r_min: float | None, demoted: Iterable[str] = (), seed: int = 0,
-                 promotions: Iterable[Promotion] = ()) -> None:
+    def __init__(
+        self,
+        graph: TensorGraph,
+        formats: Mapping[str, str],
+        *,
+        scheme: str,
+        r_min: float | None,
+        demoted: Iterable[str] = (),
+        seed: int = 0,
+        promotions: Iterable[Promotion] = (),
+    ) -> None:
         missing = [t.name for t in graph.tensors if t.name not in formats]
         if missing:
             raise ValueError(f"formats lacks tensors {missing[:5]}")
@@ -128,8 +143,10 @@ class Assignment:
     @property
     def total_bits(self) -> int:
         """Bits of every tensor of the step in its assigned format."""
-        return sum(t.size * get_format(self.formats[t.name]).bits  # type: ignore[union-attr]
-                   for t in self.graph.tensors)
+        return sum(
+            t.size * get_format(self.formats[t.name]).bits  # type: ignore[union-attr]
+            for t in self.graph.tensors
+        )
 
     @property
     def bits_all_high(self) -> int:
@@ -149,23 +166,30 @@ class Assignment:
         """
         calls = [o for o in self.graph.calls(module) if o.gemm]
         if not calls:
-            raise ValueError(f"{module!r} is not a Conv/Linear module of the traced model; "
-                             f"GEMM modules: {', '.join(self.graph.gemm_modules())}")
+            raise ValueError(
+                f"{module!r} is not a Conv/Linear module of the traced model; "
+                f"GEMM modules: {', '.join(self.graph.gemm_modules())}"
+            )
         per_call = []
         for op in calls:
             f = self.formats
             pname = next((o.name for o in calls if f"{o.name}.P" in f), None)
             roles = {
                 "weight": f.get(f"{pname}.P", HIGH.name) if pname else HIGH.name,
-                "act": (f.get(f"{self.graph.ops[op.preds[0]].name}.Y", HIGH.name)
-                        if op.preds else HIGH.name),
+                "act": (
+                    f.get(f"{self.graph.ops[op.preds[0]].name}.Y", HIGH.name)
+                    if op.preds
+                    else HIGH.name
+                ),
                 "output": f.get(f"{op.name}.Y", HIGH.name),
                 "grad_act": f.get(f"{op.name}.GY", HIGH.name),
                 "grad_weight": HIGH.name,
             }
             per_call.append(roles)
-        return {r: (per_call[0][r] if all(c[r] == per_call[0][r] for c in per_call)
-                    else HIGH.name) for r in ROLES}
+        return {
+            r: (per_call[0][r] if all(c[r] == per_call[0][r] for c in per_call) else HIGH.name)
+            for r in ROLES
+        }
 
     @property
     def config(self) -> QuantConfig:
@@ -193,19 +217,34 @@ class Assignment:
 
     def table(self) -> list[dict[str, Any]]:
         """One row per tensor: ``tensor``, ``group``, ``size``, ``format``."""
-        return [{"tensor": t.name, "group": self.group_name(t.group), "size": t.size,
-                 "format": self.formats[t.name]} for t in self.graph.tensors]
+        return [
+            {
+                "tensor": t.name,
+                "group": self.group_name(t.group),
+                "size": t.size,
+                "format": self.formats[t.name],
+            }
+            for t in self.graph.tensors
+        ]
 
     def summary(self) -> dict[str, Any]:
         """JSON-able summary: scheme, r_min, r, demoted groups, bits."""
-        return {"scheme": self.scheme, "r_min": self.r_min, "r": self.ratio,
-                "demoted": list(self.demoted), "low_elements": self.low_size,
-                "elements": self.graph.total_size, "bits": self.total_bits,
-                "bits_all_high": self.bits_all_high, "memory_bits_saved": self.memory_bits,
-                "promoted": [p.tensor for p in self.promotions]}
+        return {
+            "scheme": self.scheme,
+            "r_min": self.r_min,
+            "r": self.ratio,
+            "demoted": list(self.demoted),
+            "low_elements": self.low_size,
+            "elements": self.graph.total_size,
+            "bits": self.total_bits,
+            "bits_all_high": self.bits_all_high,
+            "memory_bits_saved": self.memory_bits,
+            "promoted": [p.tensor for p in self.promotions],
+        }
 
-    def promoted(self, tensors: Iterable[str], *, step: int = 0,
-                 fractions: Mapping[str, float] | None = None) -> Assignment:
+    def promoted(
+        self, tensors: Iterable[str], *, step: int = 0, fractions: Mapping[str, float] | None = None
+    ) -> Assignment:
         """A copy with ``tensors`` in the high format (the overflow rule's promotion)."""
         names = list(tensors)
         for n in names:
@@ -217,14 +256,22 @@ class Assignment:
             if formats[n] != HIGH.name:
                 formats[n] = HIGH.name
                 new.append(Promotion(step, n, float((fractions or {}).get(n, float("nan")))))
-        return Assignment(self.graph, formats, scheme=self.scheme, r_min=self.r_min,
-                          demoted=self.demoted, seed=self.seed,
-                          promotions=(*self.promotions, *new))
+        return Assignment(
+            self.graph,
+            formats,
+            scheme=self.scheme,
+            r_min=self.r_min,
+            demoted=self.demoted,
+            seed=self.seed,
+            promotions=(*self.promotions, *new),
+        )
 
     def __repr__(self) -> str:
-        return (f"Assignment(scheme={self.scheme!r}, r_min={self.r_min}, r={self.ratio:.4f}, "
-                f"demoted={len(self.demoted)}/{len(self.graph.groups)} groups, "
-                f"promoted={len(self.promotions)})")
+        return (
+            f"Assignment(scheme={self.scheme!r}, r_min={self.r_min}, r={self.ratio:.4f}, "
+            f"demoted={len(self.demoted)}/{len(self.graph.groups)} groups, "
+            f"promoted={len(self.promotions)})"
+        )
 
     def describe(self, tensor: str) -> str:
         """``"1-4-3 b4"``-style label of a tensor's format."""
@@ -286,8 +333,9 @@ def _pi_op(graph: TensorGraph) -> dict[str, str]:
     return formats
 
 
-def assign(graph: TensorGraph, r: float | None = None, scheme: str = "ours",
-           seed: int = 0) -> Assignment:
+def assign(
+    graph: TensorGraph, r: float | None = None, scheme: str = "ours", seed: int = 0
+) -> Assignment:
     """Assign precisions to the tensors of ``graph`` (see the module docstring).
 
     Args:
@@ -322,13 +370,20 @@ def assign(graph: TensorGraph, r: float | None = None, scheme: str = "ours",
                 break
             chosen.append(gi)
     formats = _formats_for(graph, set(chosen))
-    return Assignment(graph, formats, scheme=s, r_min=r,
-                      demoted=[graph.groups[i].name for i in chosen], seed=seed)
+    return Assignment(
+        graph, formats, scheme=s, r_min=r, demoted=[graph.groups[i].name for i in chosen], seed=seed
+    )
 
 
-def lee_assignment(model: nn.Module, example_input: torch.Tensor, r: float | None = None,
-                   scheme: str = "ours", seed: int = 0, *,
-                   batch_size: int | None = None) -> Assignment:
+def lee_assignment(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    r: float | None = None,
+    scheme: str = "ours",
+    seed: int = 0,
+    *,
+    batch_size: int | None = None,
+) -> Assignment:
     """Lee, Sharma & Aiken's precision assignment of ``model``'s training tensors.
 
     Traces ``model`` on ``example_input`` (:func:`~.groups.tensor_groups`), then demotes
@@ -358,5 +413,13 @@ def lee_assignment(model: nn.Module, example_input: torch.Tensor, r: float | Non
     return assign(graph, r, scheme, seed)
 
 
-__all__ = ["DEMOTED", "SCHEMES", "Assignment", "Promotion", "assign", "group_order",
-           "lee_assignment", "scheme_name"]
+__all__ = [
+    "DEMOTED",
+    "SCHEMES",
+    "Assignment",
+    "Promotion",
+    "assign",
+    "group_order",
+    "lee_assignment",
+    "scheme_name",
+]

@@ -143,8 +143,9 @@ class TensorGraph:
         try:
             return self._by_name[name]  # type: ignore[attr-defined,no-any-return]
         except KeyError:
-            raise KeyError(f"no tensor {name!r}; tensors: "
-                           f"{', '.join(t.name for t in self.tensors[:8])}, ...") from None
+            raise KeyError(
+                f"no tensor {name!r}; tensors: {', '.join(t.name for t in self.tensors[:8])}, ..."
+            ) from None
 
     def has_tensor(self, name: str) -> bool:
         return name in self._by_name  # type: ignore[attr-defined]
@@ -221,8 +222,9 @@ class _Tracer:
                 return name
         return ""
 
-    def new_outputs(self, ins: list[torch.Tensor], versions: dict[int, int], out: Any
-                    ) -> list[torch.Tensor]:
+    def new_outputs(
+        self, ins: list[torch.Tensor], versions: dict[int, int], out: Any
+    ) -> list[torch.Tensor]:
         """Outputs that are new tensors of the step; aliases inherit their producer."""
         new: list[torch.Tensor] = []
         in_storage = {_storage(t): t for t in ins}
@@ -241,17 +243,33 @@ class _Tracer:
             new.append(o)
         return new
 
-    def add_op(self, name: str, type_: str, gemm: bool, module: str | None,
-               ins: list[torch.Tensor], outs: list[torch.Tensor],
-               params: list[nn.Parameter]) -> None:
+    def add_op(
+        self,
+        name: str,
+        type_: str,
+        gemm: bool,
+        module: str | None,
+        ins: list[torch.Tensor],
+        outs: list[torch.Tensor],
+        params: list[nn.Parameter],
+    ) -> None:
         preds = tuple(dict.fromkeys(self.producer[id(t)] for t in ins if id(t) in self.producer))
         y = sum(self.scaled(o) for o in outs)
         gy = sum(self.scaled(o) for o in outs if o.requires_grad)
         p = sum(q.numel() for q in params)
         gp = sum(q.numel() for q in params if q.requires_grad)
         idx = len(self.ops)
-        self.ops.append(dict(index=idx, name=name, type=type_, gemm=gemm, module=module,
-                             preds=preds, sizes={"Y": y, "GY": gy, "P": p, "GP": gp}))
+        self.ops.append(
+            dict(
+                index=idx,
+                name=name,
+                type=type_,
+                gemm=gemm,
+                module=module,
+                preds=preds,
+                sizes={"Y": y, "GY": gy, "P": p, "GP": gp},
+            )
+        )
         for o in outs:
             self.producer[id(o)] = idx
             self.keep.append(o)
@@ -275,6 +293,7 @@ class _Tracer:
             if leaf:
                 self.leaf_depth += 1
             self.frames.append((name, leaf, inside, versions))
+
         return hook
 
     def post_hook(self, name: str, leaf: bool) -> Any:
@@ -286,23 +305,28 @@ class _Tracer:
                 return
             self.busy = True
             try:
-                ins = [t for t in _tensors((args, kwargs)) if id(t) in versions
-                       or id(t) in self.producer]
+                ins = [
+                    t
+                    for t in _tensors((args, kwargs))
+                    if id(t) in versions or id(t) in self.producer
+                ]
                 new = self.new_outputs(ins, versions, out)
-                params = [q for q in mod.parameters(recurse=False)
-                          if id(q) not in self.seen_params]
+                params = [q for q in mod.parameters(recurse=False) if id(q) not in self.seen_params]
                 if not new and not params:
                     return  # a pass-through (nn.Identity): no tensor of its own
                 self.seen_params.update(id(q) for q in params)
-                self.add_op(self.op_name(fname), type(mod).__name__, _is_gemm(mod), fname,
-                            ins, new, params)
+                self.add_op(
+                    self.op_name(fname), type(mod).__name__, _is_gemm(mod), fname, ins, new, params
+                )
             finally:
                 self.busy = False
+
         return hook
 
     # tensor functions outside leaf modules
-    def function(self, func: Any, ins: list[torch.Tensor], versions: dict[int, int],
-                 out: Any) -> None:
+    def function(
+        self, func: Any, ins: list[torch.Tensor], versions: dict[int, int], out: Any
+    ) -> None:
         self.busy = True
         try:
             new = self.new_outputs(ins, versions, out)
@@ -321,8 +345,7 @@ class _FunctionMode(TorchFunctionMode):
         super().__init__()
         self.tracer = tracer
 
-    def __torch_function__(self, func: Any, types: Any, args: Any = (),
-                           kwargs: Any = None) -> Any:
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         tr = self.tracer
         if tr.busy or tr.leaf_depth > 0:
@@ -341,8 +364,9 @@ def _check_int(name: str, v: Any) -> int:
     return v
 
 
-def tensor_groups(model: nn.Module, example_input: torch.Tensor, *,
-                  batch_size: int | None = None) -> TensorGraph:
+def tensor_groups(
+    model: nn.Module, example_input: torch.Tensor, *, batch_size: int | None = None
+) -> TensorGraph:
     """Trace one forward pass of ``model`` and return its operations, tensors and groups.
 
     Args:
@@ -361,8 +385,10 @@ def tensor_groups(model: nn.Module, example_input: torch.Tensor, *,
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if not isinstance(example_input, torch.Tensor) or example_input.ndim == 0:
-        raise TypeError("example_input must be a batched tensor (first dimension: the batch), "
-                        f"got {type(example_input).__name__}")
+        raise TypeError(
+            "example_input must be a batched tensor (first dimension: the batch), "
+            f"got {type(example_input).__name__}"
+        )
     ex_bs = int(example_input.shape[0])
     bs = ex_bs if batch_size is None else _check_int("batch_size", batch_size)
     net = copy.deepcopy(model)
@@ -394,8 +420,10 @@ def _build_graph(tr: _Tracer) -> TensorGraph:
         if o["gemm"]:
             group_names.append(o["name"])
         group_of.append(len(group_names) - 1)
-    ops = tuple(Op(o["index"], o["name"], o["type"], o["gemm"], o["module"], group_of[i],
-                   o["preds"]) for i, o in enumerate(raw))
+    ops = tuple(
+        Op(o["index"], o["name"], o["type"], o["gemm"], o["module"], group_of[i], o["preds"])
+        for i, o in enumerate(raw)
+    )
     tensors: list[TensorInfo] = []
     for op, o in zip(ops, raw, strict=True):
         for kind in KINDS:
@@ -415,10 +443,17 @@ def _build_graph(tr: _Tracer) -> TensorGraph:
     for gi, gname in enumerate(group_names):
         members = tuple(t.name for t in tensors if t.group == gi)
         size = sum(t.size for t in tensors if t.group == gi and t.kind != "GP")
-        groups.append(Group(gi, gname, tuple(o.name for o in ops if o.group == gi), members,
-                            size))
+        groups.append(Group(gi, gname, tuple(o.name for o in ops if o.group == gi), members, size))
     return TensorGraph(ops, tuple(tensors), tuple(groups), tr.batch_size, tr.example_bs)
 
 
-__all__ = ["GEMM_TYPES", "INPUT", "KINDS", "Group", "Op", "TensorGraph", "TensorInfo",
-           "tensor_groups"]
+__all__ = [
+    "GEMM_TYPES",
+    "INPUT",
+    "KINDS",
+    "Group",
+    "Op",
+    "TensorGraph",
+    "TensorInfo",
+    "tensor_groups",
+]

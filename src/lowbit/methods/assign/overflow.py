@@ -62,11 +62,15 @@ def _check_quantized(model: nn.Module, assignment: Assignment) -> dict[str, Quan
         try:
             mod = model.get_submodule(name)
         except AttributeError:
-            raise ValueError(f"the model has no module {name!r} of the assignment; was the "
-                             "assignment traced from this model?") from None
+            raise ValueError(
+                f"the model has no module {name!r} of the assignment; was the "
+                "assignment traced from this model?"
+            ) from None
         if not isinstance(mod, QuantLayer):
-            raise ValueError(f"layer {name!r} is not quantized; call assignment.apply(model) "
-                             "(lowbit.nn.quantize_(model, assignment.config)) first")
+            raise ValueError(
+                f"layer {name!r} is not quantized; call assignment.apply(model) "
+                "(lowbit.nn.quantize_(model, assignment.config)) first"
+            )
         layers[name] = mod
     return layers
 
@@ -90,12 +94,14 @@ class OverflowPromoter:
             assignment.
     """
 
-    def __init__(self, model: nn.Module, assignment: Assignment, threshold: float = 0.01
-                 ) -> None:
+    def __init__(self, model: nn.Module, assignment: Assignment, threshold: float = 0.01) -> None:
         if not isinstance(assignment, Assignment):
             raise TypeError(f"assignment must be an Assignment, got {type(assignment).__name__}")
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not (
-                0.0 < float(threshold) <= 1.0):
+        if (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, (int, float))
+            or not (0.0 < float(threshold) <= 1.0)
+        ):
             raise ValueError(f"threshold={threshold!r} must be a fraction in (0, 1]")
         self.model = model
         self.assignment = assignment
@@ -113,9 +119,11 @@ class OverflowPromoter:
             calls = [o for o in g.calls(name) if o.gemm]
             self._p[name] = [t for t in (f"{o.name}.P" for o in calls) if g.has_tensor(t)]
             self._y[name] = [t for t in (f"{o.name}.Y" for o in calls) if g.has_tensor(t)]
-            self._x[name] = [t for t in dict.fromkeys(f"{g.ops[o.preds[0]].name}.Y"
-                                                      for o in calls if o.preds)
-                             if g.has_tensor(t)]
+            self._x[name] = [
+                t
+                for t in dict.fromkeys(f"{g.ops[o.preds[0]].name}.Y" for o in calls if o.preds)
+                if g.has_tensor(t)
+            ]
             self._install(name)
 
     # ---- measuring ---------------------------------------------------------------------------
@@ -145,6 +153,7 @@ class OverflowPromoter:
         handles = [layer.register_forward_pre_hook(pre)]
         oq = getattr(layer, "output_quant", None)
         if isinstance(oq, nn.Module):
+
             def out_pre(q: nn.Module, args: tuple[Any, ...]) -> None:
                 if layer.training and args and isinstance(args[0], torch.Tensor):
                     self._record(self._y[name], args[0])
@@ -160,8 +169,11 @@ class OverflowPromoter:
             The tensors promoted now (empty when none).
         """
         self.steps += 1
-        hits = {t: f for t, f in self.fractions.items()
-                if f >= self.threshold and self.assignment.is_low(t)}
+        hits = {
+            t: f
+            for t, f in self.fractions.items()
+            if f >= self.threshold and self.assignment.is_low(t)
+        }
         self.fractions = {}
         if not hits:
             return []
@@ -203,8 +215,10 @@ class OverflowPromoter:
         self._step_handles = []
 
     def __repr__(self) -> str:
-        return (f"OverflowPromoter(threshold={self.threshold}, steps={self.steps}, "
-                f"promoted={self.promoted})")
+        return (
+            f"OverflowPromoter(threshold={self.threshold}, steps={self.steps}, "
+            f"promoted={self.promoted})"
+        )
 
 
 class LeeLossScaler(LossScaler):
@@ -223,14 +237,28 @@ class LeeLossScaler(LossScaler):
         max_scale: upper bound of the scale (torch's GradScaler has none; 2^64 by default).
     """
 
-    def __init__(self, steps_per_epoch: int, *, model: nn.Module | None = None,
-                 promoter: OverflowPromoter | None = None, init_scale: float = 65536.0,
-                 max_scale: float = 2.0**64) -> None:
-        if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) or \
-                steps_per_epoch < 1:
+    def __init__(
+        self,
+        steps_per_epoch: int,
+        *,
+        model: nn.Module | None = None,
+        promoter: OverflowPromoter | None = None,
+        init_scale: float = 65536.0,
+        max_scale: float = 2.0**64,
+    ) -> None:
+        if (
+            isinstance(steps_per_epoch, bool)
+            or not isinstance(steps_per_epoch, int)
+            or steps_per_epoch < 1
+        ):
             raise ValueError(f"steps_per_epoch must be an int >= 1, got {steps_per_epoch!r}")
-        super().__init__(init_scale, growth_factor=2.0, backoff_factor=0.5,
-                         growth_interval=steps_per_epoch, max_scale=max_scale)
+        super().__init__(
+            init_scale,
+            growth_factor=2.0,
+            backoff_factor=0.5,
+            growth_interval=steps_per_epoch,
+            max_scale=max_scale,
+        )
         if promoter is not None and not isinstance(promoter, OverflowPromoter):
             raise TypeError(f"promoter must be an OverflowPromoter, got {promoter!r}")
         self.promoter = promoter
@@ -290,8 +318,10 @@ class LeeLossScaler(LossScaler):
         return d
 
     def __repr__(self) -> str:
-        return (f"LeeLossScaler(scale={self.loss_scale!r}, growth_interval="
-                f"{self.growth_interval}, grad_overflows={self.grad_overflows})")
+        return (
+            f"LeeLossScaler(scale={self.loss_scale!r}, growth_interval="
+            f"{self.growth_interval}, grad_overflows={self.grad_overflows})"
+        )
 
 
 __all__ = ["LeeLossScaler", "OverflowPromoter", "overflow_fraction"]

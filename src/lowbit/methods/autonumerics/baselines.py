@@ -41,18 +41,27 @@ class Baseline:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"kind": self.kind, "degree": self.degree, "ops": self.ops, "error": self.error,
-                "program": self.program.to_dict()}
+        return {
+            "kind": self.kind,
+            "degree": self.degree,
+            "ops": self.ops,
+            "error": self.error,
+            "program": self.program.to_dict(),
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Baseline:
         """Inverse of :meth:`to_dict`."""
-        return cls(d["kind"], int(d["degree"]), int(d["ops"]), float(d["error"]),
-                   Program.from_dict(d["program"]))
+        return cls(
+            d["kind"],
+            int(d["degree"]),
+            int(d["ops"]),
+            float(d["error"]),
+            Program.from_dict(d["program"]),
+        )
 
 
-def taylor_coefficients(function: str | Target, degree: int,
-                        center: float = 0.0) -> np.ndarray:
+def taylor_coefficients(function: str | Target, degree: int, center: float = 0.0) -> np.ndarray:
     """Monomial coefficients ``c_0 .. c_n`` of the degree-``n`` Taylor polynomial about
     ``center`` (computed in mpmath, rounded to float64 once)."""
     import mpmath
@@ -70,8 +79,7 @@ def taylor_coefficients(function: str | Target, degree: int,
         return np.array([float(m) for m in mono])
 
 
-def minimax_coefficients(x: Any, truth: Any, weight: Any, degree: int) -> tuple[np.ndarray,
-                                                                                  float]:
+def minimax_coefficients(x: Any, truth: Any, weight: Any, degree: int) -> tuple[np.ndarray, float]:
     """Weighted minimax polynomial of ``degree`` on the points ``x`` (LP), and its error."""
     xs = np.asarray(x, dtype=np.float64)
     v = np.vander(xs, degree + 1, increasing=True)
@@ -79,9 +87,16 @@ def minimax_coefficients(x: Any, truth: Any, weight: Any, degree: int) -> tuple[
     return minimax_lp(v / w[:, None], np.asarray(truth, dtype=np.float64) / w)
 
 
-def remez(function: str | Target, interval: tuple[float, float], degree: int, *,
-          error: str | None = None, iters: int = 30, grid: int = 4001,
-          dps: int = 40) -> tuple[np.ndarray, float]:
+def remez(
+    function: str | Target,
+    interval: tuple[float, float],
+    degree: int,
+    *,
+    error: str | None = None,
+    iters: int = 30,
+    grid: int = 4001,
+    dps: int = 40,
+) -> tuple[np.ndarray, float]:
     """Minimax polynomial by the Remez exchange algorithm in mpmath (reference for the LP).
 
     Args:
@@ -117,8 +132,10 @@ def remez(function: str | Target, interval: tuple[float, float], degree: int, *,
             sol = mpmath.lu_solve(mat, rhs)
             coefs = [sol[j] for j in range(degree + 1)]
             e_level = abs(sol[degree + 1])
-            errs = [(mpmath.polyval(coefs[::-1], xv) - fv) / wv
-                    for xv, fv, wv in zip(xs_grid, f_grid, w_grid, strict=True)]
+            errs = [
+                (mpmath.polyval(coefs[::-1], xv) - fv) / wv
+                for xv, fv, wv in zip(xs_grid, f_grid, w_grid, strict=True)
+            ]
             ref_new = _alternating_extrema(xs_grid, errs, n)
             if ref_new is None:
                 break
@@ -148,9 +165,15 @@ def _alternating_extrema(xs: list[Any], errs: list[Any], n: int) -> list[Any] | 
     return [r[0] for r in runs]
 
 
-def real_baselines(function: str | Target, interval: tuple[float, float],
-                   degrees: Iterable[int], *, n_fit: int = 3001, n_valid: int = 16385,
-                   taylor_center: float | None = None) -> list[Baseline]:
+def real_baselines(
+    function: str | Target,
+    interval: tuple[float, float],
+    degrees: Iterable[int],
+    *,
+    n_fit: int = 3001,
+    n_valid: int = 16385,
+    taylor_center: float | None = None,
+) -> list[Baseline]:
     """Minimax (LP on ``n_fit`` points) and Taylor Horner programs of each degree, with their
     float64 error on ``n_valid`` equally spaced points (the target's error measure)."""
     from lowbit.methods.autonumerics.constants import weighted_error
@@ -174,8 +197,9 @@ def real_baselines(function: str | Target, interval: tuple[float, float],
     return out
 
 
-def format_baselines(problem: Any, degrees: Iterable[int], *, tuned: bool = False,
-                     taylor_center: float | None = None) -> list[Baseline]:
+def format_baselines(
+    problem: Any, degrees: Iterable[int], *, tuned: bool = False, taylor_center: float | None = None
+) -> list[Baseline]:
     """In-format baselines for a :class:`FormatProblem`: ulp-weighted minimax and Taylor
     polynomials with coefficients rounded to the format, scored exhaustively.
 

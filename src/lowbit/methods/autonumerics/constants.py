@@ -35,8 +35,7 @@ def weighted_error(values: np.ndarray, truth: np.ndarray, weight: np.ndarray) ->
     return m if np.isfinite(m) and not np.isnan(e).any() else _INF
 
 
-def _lp_solve(a: np.ndarray, b: np.ndarray,
-              bounds: np.ndarray | None = None) -> np.ndarray | None:
+def _lp_solve(a: np.ndarray, b: np.ndarray, bounds: np.ndarray | None = None) -> np.ndarray | None:
     """argmin_d max |a d - b| (|d_j| <= bounds_j when given), or None when HiGHS fails.
 
     Active-set (exchange) strategy, as in Remez's algorithm: solve on a few rows, add the rows
@@ -65,12 +64,13 @@ def _lp_solve(a: np.ndarray, b: np.ndarray,
         over = over[~np.isin(over, rows)]
         if over.size == 0:
             break
-        rows = np.union1d(rows, over[np.argsort(-viol[over], kind="stable")[:2 * k + 2]])
+        rows = np.union1d(rows, over[np.argsort(-viol[over], kind="stable")[: 2 * k + 2]])
     return None if d is None else d / scale
 
 
-def _lp_rows(a: np.ndarray, b: np.ndarray,
-             bounds: np.ndarray | None) -> tuple[np.ndarray, float] | None:
+def _lp_rows(
+    a: np.ndarray, b: np.ndarray, bounds: np.ndarray | None
+) -> tuple[np.ndarray, float] | None:
     from scipy.optimize import linprog
 
     n, k = a.shape
@@ -122,8 +122,9 @@ def minimax_lp(a: Any, b: Any, *, rounds: int = 8) -> tuple[np.ndarray, float]:
     return c, err
 
 
-def fit_affine(program: Program, x: np.ndarray, truth: np.ndarray,
-               weight: np.ndarray) -> tuple[Program, float]:
+def fit_affine(
+    program: Program, x: np.ndarray, truth: np.ndarray, weight: np.ndarray
+) -> tuple[Program, float]:
     """The LP-optimal constants of an affine program and its weighted error on ``x``."""
     if not program.constant_slots:
         return program, weighted_error(evaluate(program, x), truth, weight)
@@ -138,8 +139,14 @@ def fit_affine(program: Program, x: np.ndarray, truth: np.ndarray,
     return fitted, weighted_error(evaluate(fitted, x), truth, weight)
 
 
-def _levenberg_marquardt(program: Program, x: np.ndarray, truth: np.ndarray,
-                         weight: np.ndarray, c: np.ndarray, iters: int) -> np.ndarray:
+def _levenberg_marquardt(
+    program: Program,
+    x: np.ndarray,
+    truth: np.ndarray,
+    weight: np.ndarray,
+    c: np.ndarray,
+    iters: int,
+) -> np.ndarray:
     """Weighted least squares by Levenberg-Marquardt: cheap steps into the basin of a good
     minimum, where the minimax SLP then converges in a few LPs."""
     lam = 1e-3
@@ -173,9 +180,17 @@ def _levenberg_marquardt(program: Program, x: np.ndarray, truth: np.ndarray,
     return c
 
 
-def fit_nonlinear(program: Program, x: np.ndarray, truth: np.ndarray, weight: np.ndarray, *,
-                  lm_iters: int = 20, iters: int = 10, nelder_mead: int = 0,
-                  give_up_above: float | None = None) -> tuple[Program, float]:
+def fit_nonlinear(
+    program: Program,
+    x: np.ndarray,
+    truth: np.ndarray,
+    weight: np.ndarray,
+    *,
+    lm_iters: int = 20,
+    iters: int = 10,
+    nelder_mead: int = 0,
+    give_up_above: float | None = None,
+) -> tuple[Program, float]:
     """Local minimax fit from the program's current constants.
 
     Levenberg-Marquardt on the weighted least-squares error, then sequential LP on the
@@ -190,6 +205,7 @@ def fit_nonlinear(program: Program, x: np.ndarray, truth: np.ndarray, weight: np
             minimax error is rarely below half the least-squares one, so such a program cannot
             compete; the search passes a multiple of the best error at the same size).
     """
+
     def err_of(c: np.ndarray) -> float:
         return weighted_error(evaluate(program.with_constants(c), x), truth, weight)
 
@@ -228,8 +244,9 @@ def fit_nonlinear(program: Program, x: np.ndarray, truth: np.ndarray, weight: np
     return program.with_constants(c), best
 
 
-def _nelder_mead(err_of: Callable[[np.ndarray], float], c: np.ndarray, best: float,
-                 maxfev: int) -> tuple[np.ndarray, float]:
+def _nelder_mead(
+    err_of: Callable[[np.ndarray], float], c: np.ndarray, best: float, maxfev: int
+) -> tuple[np.ndarray, float]:
     from scipy.optimize import minimize
 
     def obj(v: np.ndarray) -> float:
@@ -238,17 +255,28 @@ def _nelder_mead(err_of: Callable[[np.ndarray], float], c: np.ndarray, best: flo
 
     step = np.where(c != 0, 0.05 * np.abs(c), 0.00025)
     simplex = np.vstack([c, c + np.diag(step)])
-    res = minimize(obj, c, method="Nelder-Mead",
-                   options={"maxfev": maxfev, "initial_simplex": simplex, "xatol": 0.0,
-                            "fatol": 1e-9})
+    res = minimize(
+        obj,
+        c,
+        method="Nelder-Mead",
+        options={"maxfev": maxfev, "initial_simplex": simplex, "xatol": 0.0, "fatol": 1e-9},
+    )
     e = err_of(res.x)
     return (np.asarray(res.x), e) if e < best else (c, best)
 
 
-def fit_constants(program: Program, x: np.ndarray, truth: np.ndarray, weight: np.ndarray, *,
-                  rng: np.random.Generator | None = None, restarts: int = 1,
-                  method: str = "auto", nelder_mead: int = 0,
-                  give_up_above: float | None = None) -> tuple[Program, float]:
+def fit_constants(
+    program: Program,
+    x: np.ndarray,
+    truth: np.ndarray,
+    weight: np.ndarray,
+    *,
+    rng: np.random.Generator | None = None,
+    restarts: int = 1,
+    method: str = "auto",
+    nelder_mead: int = 0,
+    give_up_above: float | None = None,
+) -> tuple[Program, float]:
     """Fit the constants: LP when the program is affine in them, else :func:`fit_nonlinear`.
 
     Args:
@@ -274,9 +302,14 @@ def fit_constants(program: Program, x: np.ndarray, truth: np.ndarray, weight: np
     rng = rng if rng is not None else np.random.default_rng(0)
     best_p, best_e = program, _INF
     for k in range(max(1, restarts)):
-        start = program if k == 0 else program.with_constants(
-            program.constants() * np.exp(rng.normal(0, 0.5, len(program.constant_slots)))
-            + rng.normal(0, 0.5, len(program.constant_slots)))
+        start = (
+            program
+            if k == 0
+            else program.with_constants(
+                program.constants() * np.exp(rng.normal(0, 0.5, len(program.constant_slots)))
+                + rng.normal(0, 0.5, len(program.constant_slots))
+            )
+        )
         if method == "nelder-mead":
             c0 = start.constants()
 
@@ -286,8 +319,9 @@ def fit_constants(program: Program, x: np.ndarray, truth: np.ndarray, weight: np
             c, e = _nelder_mead(err_of, c0, err_of(c0), 400 * max(1, c0.size))
             p = start.with_constants(c)
         else:
-            p, e = fit_nonlinear(start, x, truth, weight, nelder_mead=nelder_mead,
-                                 give_up_above=give_up_above)
+            p, e = fit_nonlinear(
+                start, x, truth, weight, nelder_mead=nelder_mead, give_up_above=give_up_above
+            )
         if e < best_e:
             best_p, best_e = p, e
     return best_p, best_e
@@ -304,9 +338,15 @@ def format_steps(values: np.ndarray, fmt: Any, k: int) -> np.ndarray:
     return v
 
 
-def refine_discrete(program: Program, score: Callable[[Program], tuple[float, float]], fmt: Any,
-                    *, steps: tuple[int, ...] = (1, 2, 3), max_rounds: int = 6,
-                    pair_radius: int = 0) -> tuple[Program, tuple[float, float], int]:
+def refine_discrete(
+    program: Program,
+    score: Callable[[Program], tuple[float, float]],
+    fmt: Any,
+    *,
+    steps: tuple[int, ...] = (1, 2, 3),
+    max_rounds: int = 6,
+    pair_radius: int = 0,
+) -> tuple[Program, tuple[float, float], int]:
     """Local search over the constants' neighbouring values in ``fmt``.
 
     ``score`` returns ``(max error, mean error)`` (compared lexicographically). Each round
@@ -327,7 +367,7 @@ def refine_discrete(program: Program, score: Callable[[Program], tuple[float, fl
     k = c.size
 
     def shifted(vals: np.ndarray, j: int, s: int) -> float:
-        return float(format_steps(vals[j:j + 1], fmt, s)[0])
+        return float(format_steps(vals[j : j + 1], fmt, s)[0])
 
     for _ in range(max_rounds):
         improved = False

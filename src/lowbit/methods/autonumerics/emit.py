@@ -57,15 +57,18 @@ def to_numpy_source(program: Program, name: str = "approx", *, doc: str = "") ->
         return _PY_OPS[kind].format(*args)
 
     lines, out = _body(program, op)
-    head = [f"def {name}(x):",
-            f'    """{doc or "Float64 evaluation"} ({program.ops} operations)."""',
-            "    x = np.asarray(x, dtype=np.float64)"]
+    head = [
+        f"def {name}(x):",
+        f'    """{doc or "Float64 evaluation"} ({program.ops} operations)."""',
+        "    x = np.asarray(x, dtype=np.float64)",
+    ]
     ret = f"    return np.broadcast_to({out}, x.shape).astype(np.float64)"
     return "\n".join([*head, *lines, ret]) + "\n"
 
 
-def to_arith_source(program: Program, fmt: str, mode: str = "rne", name: str = "approx", *,
-                    doc: str = "") -> str:
+def to_arith_source(
+    program: Program, fmt: str, mode: str = "rne", name: str = "approx", *, doc: str = ""
+) -> str:
     """Python source of ``def name(x)`` running the program in ``fmt`` with ``lb.arith``.
 
     Constants are rounded to the format first (they are exact literals in the source); every
@@ -83,15 +86,17 @@ def to_arith_source(program: Program, fmt: str, mode: str = "rne", name: str = "
     lines, out = _body(p, op)
     if not out.startswith(("x", "v")):
         out = f"full({out})"
-    head = [f"def {name}(x, FMT={fmt!r}, MODE={mode!r}):",
-            f'    """{doc or "In-format evaluation"} ({p.ops} operations, each rounded to '
-            f'FMT in MODE)."""',
-            "    x = np.asarray(lb.round(np.asarray(x, dtype=np.float64), FMT, 'rne'),"
-            " dtype=np.float64)",
-            "",
-            "    def full(c):",
-            "        return np.full(x.shape, c)",
-            ""]
+    head = [
+        f"def {name}(x, FMT={fmt!r}, MODE={mode!r}):",
+        f'    """{doc or "In-format evaluation"} ({p.ops} operations, each rounded to '
+        f'FMT in MODE)."""',
+        "    x = np.asarray(lb.round(np.asarray(x, dtype=np.float64), FMT, 'rne'),"
+        " dtype=np.float64)",
+        "",
+        "    def full(c):",
+        "        return np.full(x.shape, c)",
+        "",
+    ]
     ret = f"    return np.asarray({out}, dtype=np.float64)"
     return "\n".join([*head, *lines, ret]) + "\n"
 

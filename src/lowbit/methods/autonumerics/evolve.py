@@ -235,25 +235,36 @@ class EvolveState:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
-            "version": 1, "config": self.config.to_dict(), "problem": self.problem_id,
+            "version": 1,
+            "config": self.config.to_dict(),
+            "problem": self.problem_id,
             "rng_state": self.rng_state,
             "population": [i.to_dict() for i in self.population],
             "archive": {str(k): v.to_dict() for k, v in self.archive.items()},
             "cache": {k: v.to_dict() for k, v in self.cache.items()},
-            "children": self.children, "fits": self.fits, "generation": self.generation,
-            "elapsed": self.elapsed, "history": self.history,
+            "children": self.children,
+            "fits": self.fits,
+            "generation": self.generation,
+            "elapsed": self.elapsed,
+            "history": self.history,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EvolveState:
         """Inverse of :meth:`to_dict`."""
         return cls(
-            EvolveConfig.from_dict(d["config"]), d["problem"], d["rng_state"],
+            EvolveConfig.from_dict(d["config"]),
+            d["problem"],
+            d["rng_state"],
             [Individual.from_dict(i) for i in d["population"]],
             {int(k): Individual.from_dict(v) for k, v in d["archive"].items()},
             {k: Individual.from_dict(v) for k, v in d["cache"].items()},
-            int(d["children"]), int(d["fits"]), int(d["generation"]), float(d["elapsed"]),
-            list(d["history"]))
+            int(d["children"]),
+            int(d["fits"]),
+            int(d["generation"]),
+            float(d["elapsed"]),
+            list(d["history"]),
+        )
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the checkpoint atomically (temporary file, then rename)."""
@@ -273,9 +284,15 @@ class EvolveState:
         return pareto_front(list(self.archive.values()))
 
 
-def evolve(problem: Any, config: EvolveConfig, *, problem_id: dict[str, Any] | None = None,
-           checkpoint: str | os.PathLike[str] | None = None, resume: bool = False,
-           progress: bool = True) -> EvolveState:
+def evolve(
+    problem: Any,
+    config: EvolveConfig,
+    *,
+    problem_id: dict[str, Any] | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> EvolveState:
     """Run NSGA-II until ``config.budget`` children (or ``config.time_limit`` seconds).
 
     Args:
@@ -296,8 +313,11 @@ def evolve(problem: Any, config: EvolveConfig, *, problem_id: dict[str, Any] | N
         state = EvolveState.load(checkpoint)
         if state.problem_id != pid:
             raise ValueError(f"checkpoint {checkpoint} is for {state.problem_id}, not {pid}")
-        same = {k: v for k, v in config.to_dict().items() if k not in ("budget", "workers",
-                                                                          "time_limit")}
+        same = {
+            k: v
+            for k, v in config.to_dict().items()
+            if k not in ("budget", "workers", "time_limit")
+        }
         old = {k: v for k, v in state.config.to_dict().items() if k in same}
         if old != same:
             raise ValueError(f"checkpoint {checkpoint} was written with {old}, not {same}")
@@ -311,10 +331,17 @@ def evolve(problem: Any, config: EvolveConfig, *, problem_id: dict[str, Any] | N
         import multiprocessing as mp
 
         # spawn, not fork: numba's thread pool in this process is not fork-safe
-        pool = mp.get_context("spawn").Pool(config.workers, initializer=_init_worker,
-                                            initargs=(problem,))
-    bar = tqdm(total=config.budget, initial=min(state.children, config.budget),
-               disable=not progress, desc="autonumerics", unit="prog", leave=False)
+        pool = mp.get_context("spawn").Pool(
+            config.workers, initializer=_init_worker, initargs=(problem,)
+        )
+    bar = tqdm(
+        total=config.budget,
+        initial=min(state.children, config.budget),
+        disable=not progress,
+        desc="autonumerics",
+        unit="prog",
+        leave=False,
+    )
 
     def fit_all(progs: list[Program]) -> list[Individual]:
         """Fit in order; cache hits skip the fit."""
@@ -325,8 +352,10 @@ def evolve(problem: Any, config: EvolveConfig, *, problem_id: dict[str, Any] | N
             if k not in state.cache and k not in todo:
                 todo[k] = (p, s)
         # hint: the best error at the child's size, so hopeless candidates get a cheap fit
-        jobs = [(p.to_dict(), s, state.archive[p.ops].error if p.ops in state.archive
-                 else None) for p, s in todo.values()]
+        jobs = [
+            (p.to_dict(), s, state.archive[p.ops].error if p.ops in state.archive else None)
+            for p, s in todo.values()
+        ]
         if pool is not None:
             done = pool.map(_fit_job, jobs, chunksize=1)
         else:
@@ -345,12 +374,15 @@ def evolve(problem: Any, config: EvolveConfig, *, problem_id: dict[str, Any] | N
     try:
         with _serial_numba():
             if not state.population:
-                progs = [random_program(rng, config.ops, 1 + k % 3)
-                         for k in range(config.population)]
+                progs = [
+                    random_program(rng, config.ops, 1 + k % 3) for k in range(config.population)
+                ]
                 state.population = _select(fit_all(progs), config.population)
             while state.children < config.budget:
-                if config.time_limit is not None and \
-                        time.perf_counter() - start > config.time_limit:
+                if (
+                    config.time_limit is not None
+                    and time.perf_counter() - start > config.time_limit
+                ):
                     break
                 n = min(config.population, config.budget - state.children)
                 parents = _tournament(state.population, n, rng)
@@ -358,17 +390,23 @@ def evolve(problem: Any, config: EvolveConfig, *, problem_id: dict[str, Any] | N
                 for j in range(n):
                     if rng.random() < config.archive_parents:
                         parents[j] = elite[int(rng.integers(len(elite)))]
-                children = [mutate(p.program, rng, config.ops, max_ops=config.max_ops)
-                            for p in parents]
+                children = [
+                    mutate(p.program, rng, config.ops, max_ops=config.max_ops) for p in parents
+                ]
                 fitted = fit_all(children)
                 state.population = _select(state.population + fitted, config.population)
                 state.children += n
                 state.generation += 1
                 state.elapsed = time.perf_counter() - start
-                state.history.append({
-                    "generation": state.generation, "children": state.children,
-                    "fits": state.fits, "elapsed": round(state.elapsed, 3),
-                    "front": [[i.ops, _jf(i.error)] for i in state.front()]})
+                state.history.append(
+                    {
+                        "generation": state.generation,
+                        "children": state.children,
+                        "fits": state.fits,
+                        "elapsed": round(state.elapsed, 3),
+                        "front": [[i.ops, _jf(i.error)] for i in state.front()],
+                    }
+                )
                 bar.update(n)
                 bar.set_postfix_str(" ".join(f"{i.ops}:{i.error:.2g}" for i in state.front()))
                 if checkpoint is not None and state.generation % config.checkpoint_every == 0:
@@ -402,7 +440,7 @@ def _select(inds: list[Individual], n: int) -> list[Individual]:
             continue
         cd = crowding_distance(pts[front])
         order = sorted(range(len(front)), key=lambda j: (-cd[j], j))
-        out += [pool[front[j]] for j in order[:n - len(out)]]
+        out += [pool[front[j]] for j in order[: n - len(out)]]
         break
     return out
 

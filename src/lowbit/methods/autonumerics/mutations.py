@@ -42,8 +42,9 @@ def _shift(vs: list[Vertex], pos: int, n: int) -> list[Vertex]:
     return [Vertex(v.op, tuple(a + n if a >= pos else a for a in v.args), v.value) for v in vs]
 
 
-def _operand(rng: np.random.Generator, before: int, p_const: float = 0.4,
-             p_x: float = 0.4) -> int | None:
+def _operand(
+    rng: np.random.Generator, before: int, p_const: float = 0.4, p_x: float = 0.4
+) -> int | None:
     """A new operand for a vertex at position ``before``: None ("a new constant") with
     probability ``p_const``, the input ``x`` with ``p_x`` (polynomials need it everywhere),
     else any earlier vertex."""
@@ -55,8 +56,9 @@ def _operand(rng: np.random.Generator, before: int, p_const: float = 0.4,
     return int(rng.integers(0, before))
 
 
-def _new_vertex(rng: np.random.Generator, op: str, pos: int, fixed: dict[int, int],
-                vs: list[Vertex]) -> tuple[list[Vertex], int]:
+def _new_vertex(
+    rng: np.random.Generator, op: str, pos: int, fixed: dict[int, int], vs: list[Vertex]
+) -> tuple[list[Vertex], int]:
     """Insert at ``pos`` an ``op`` vertex with the operands ``fixed`` (slot -> index < pos, or
     :data:`NEW_CONST`) and random others (earlier vertices or new constants); returns
     (vertices, new vertex index)."""
@@ -125,7 +127,7 @@ def remove(p: Program, rng: np.random.Generator) -> Program:
     w = cands[int(rng.integers(len(cands)))]
     r = p.vertices[w].args[int(rng.integers(len(p.vertices[w].args)))]
     if w == p.output:
-        return Program(p.vertices[:r + 1]).pruned()
+        return Program(p.vertices[: r + 1]).pruned()
     vs = []
     for i, v in enumerate(p.vertices):
         if i == w:
@@ -192,7 +194,7 @@ def simplify(p: Program) -> Program:
     for i in sorted(p.reachable):
         v = vs[i]
         if v.is_op and not dep[i]:
-            val = float(evaluate(Program(tuple(vs[:i + 1])), np.zeros(1))[0])
+            val = float(evaluate(Program(tuple(vs[: i + 1])), np.zeros(1))[0])
             vs[i] = Vertex("const", (), val if np.isfinite(val) else 0.0)
             changed = True
     q = Program(tuple(vs)) if changed else p
@@ -209,8 +211,9 @@ def random_program(rng: np.random.Generator, ops: Sequence[str], n_ops: int = 1)
     return p
 
 
-def mutate(p: Program, rng: np.random.Generator, ops: Sequence[str], *, max_ops: int = 10,
-           tries: int = 64) -> Program:
+def mutate(
+    p: Program, rng: np.random.Generator, ops: Sequence[str], *, max_ops: int = 10, tries: int = 64
+) -> Program:
     """A random mutation of ``p`` with a different structure and at most ``max_ops`` ops.
 
     Kinds are drawn with probabilities 0.4 (insert), 0.2 (remove, rewire, change op); results

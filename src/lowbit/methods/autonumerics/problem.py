@@ -61,22 +61,30 @@ class RealProblem:
         truth = reference(self.target, x)
         return x, truth, weights(self.target, truth)
 
-    def fit(self, program: Program, seed: int = 0,
-            hint: float | None = None) -> tuple[Program, float]:
+    def fit(
+        self, program: Program, seed: int = 0, hint: float | None = None
+    ) -> tuple[Program, float]:
         """Fitted constants and the error on the fit points.
 
         ``hint``: the best error known at this size; a nonlinear program whose least-squares
         fit is 4x worse skips the minimax polish.
         """
         give_up = None if hint is None or not np.isfinite(hint) else 4 * hint
-        return fit_constants(program, self.x, self.truth, self.weight,
-                             rng=np.random.default_rng(seed), give_up_above=give_up)
+        return fit_constants(
+            program,
+            self.x,
+            self.truth,
+            self.weight,
+            rng=np.random.default_rng(seed),
+            give_up_above=give_up,
+        )
 
     def refit(self, program: Program, n: int = 3001) -> tuple[Program, float]:
         """Refit on ``n`` points (the baselines' grid) starting from the current constants."""
         x, truth, w = self.points(n)
-        return fit_constants(program, x, truth, w, rng=np.random.default_rng(0), restarts=3,
-                             nelder_mead=40)
+        return fit_constants(
+            program, x, truth, w, rng=np.random.default_rng(0), restarts=3, nelder_mead=40
+        )
 
     def validate(self, program: Program) -> float:
         """The error on ``n_valid`` equally spaced points."""
@@ -135,8 +143,9 @@ class FormatProblem:
         e = self.errors(program)
         return float(np.max(e)), float(np.mean(e))
 
-    def fit(self, program: Program, seed: int = 0,
-            hint: float | None = None) -> tuple[Program, float]:
+    def fit(
+        self, program: Program, seed: int = 0, hint: float | None = None
+    ) -> tuple[Program, float]:
         """Exact-arithmetic fit, constants rounded and tuned in the format; exhaustive error.
 
         The discrete tuning runs when the rounded program is within ``refine_below`` ulps and,
@@ -144,9 +153,14 @@ class FormatProblem:
         """
         i = self._fit_idx
         ok = hint is not None and np.isfinite(hint)
-        p, e_real = fit_constants(program, self.x[i], self.truth[i], self.ulps[i],
-                                  rng=np.random.default_rng(seed),
-                                  give_up_above=4 * hint + 4 if ok else None)
+        p, e_real = fit_constants(
+            program,
+            self.x[i],
+            self.truth[i],
+            self.ulps[i],
+            rng=np.random.default_rng(seed),
+            give_up_above=4 * hint + 4 if ok else None,
+        )
         if not np.isfinite(e_real):
             return round_constants(p, self.fmt), float("inf")
         p = round_constants(p, self.fmt)
@@ -161,8 +175,9 @@ class FormatProblem:
         """Tune the constants further: longer single steps and joint moves of two constants
         (radius 2 up to five constants, else 1)."""
         radius = 2 if len(program.constant_slots) <= 5 else 1
-        p, best, _ = refine_discrete(program, self.score, self.fmt, steps=(1, 2, 3, 4, 6, 8),
-                                     pair_radius=radius)
+        p, best, _ = refine_discrete(
+            program, self.score, self.fmt, steps=(1, 2, 3, 4, 6, 8), pair_radius=radius
+        )
         return p, best[0]
 
     def validate(self, program: Program) -> float:
@@ -170,8 +185,14 @@ class FormatProblem:
         return self.score(round_constants(program, self.fmt))[0]
 
 
-def make_problem(function: str | Target, interval: tuple[float, float], fmt: str | None = None,
-                 mode: str = "rne", *, seed: int | None = None) -> RealProblem | FormatProblem:
+def make_problem(
+    function: str | Target,
+    interval: tuple[float, float],
+    fmt: str | None = None,
+    mode: str = "rne",
+    *,
+    seed: int | None = None,
+) -> RealProblem | FormatProblem:
     """:class:`RealProblem` when ``fmt`` is None, else :class:`FormatProblem`."""
     t = get_target(function)
     if fmt is None:

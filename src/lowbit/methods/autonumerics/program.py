@@ -78,8 +78,7 @@ class Program:
             raise ValueError("a program starts with the input vertex Vertex('x')")
         for i, v in enumerate(vs):
             if v.op not in ARITY and v.op not in LEAVES:
-                raise ValueError(f"vertex {i}: op {v.op!r}; accepted: "
-                                 f"{', '.join(LEAVES + OPS)}")
+                raise ValueError(f"vertex {i}: op {v.op!r}; accepted: {', '.join(LEAVES + OPS)}")
             if v.op == "x" and i != 0:
                 raise ValueError(f"vertex {i}: the input 'x' may only be vertex 0")
             want = ARITY.get(v.op, 0)
@@ -87,8 +86,9 @@ class Program:
                 raise ValueError(f"vertex {i}: {v.op} takes {want} operands, got {len(v.args)}")
             for a in v.args:
                 if not (0 <= int(a) < i):
-                    raise ValueError(f"vertex {i}: operand {a} is not an earlier vertex "
-                                     f"(0..{i - 1})")
+                    raise ValueError(
+                        f"vertex {i}: operand {a} is not an earlier vertex (0..{i - 1})"
+                    )
         reach = {len(vs) - 1}
         for i in range(len(vs) - 1, -1, -1):
             if i in reach:
@@ -153,9 +153,16 @@ class Program:
         """The same function without the vertices the output does not use."""
         keep = sorted(self._reach | {0})
         new = {old: k for k, old in enumerate(keep)}
-        return Program(tuple(Vertex(self.vertices[i].op,
-                                    tuple(new[a] for a in self.vertices[i].args),
-                                    self.vertices[i].value) for i in keep))
+        return Program(
+            tuple(
+                Vertex(
+                    self.vertices[i].op,
+                    tuple(new[a] for a in self.vertices[i].args),
+                    self.vertices[i].value,
+                )
+                for i in keep
+            )
+        )
 
     def key(self) -> str:
         """Structure of the pruned program without constant values (identifies a search point)."""
@@ -222,8 +229,12 @@ class Program:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Program:
         """Inverse of :meth:`to_dict`."""
-        return cls(tuple(Vertex(str(op), tuple(int(a) for a in args), float(val))
-                         for op, args, val in d["vertices"]))
+        return cls(
+            tuple(
+                Vertex(str(op), tuple(int(a) for a in args), float(val))
+                for op, args, val in d["vertices"]
+            )
+        )
 
     def to_json(self) -> str:
         """:meth:`to_dict` as a JSON string (constants as exact float64 reprs)."""
@@ -287,8 +298,9 @@ def round_constants(program: Program, fmt: Any) -> Program:
     return program.with_constants(np.asarray(lb_round(c, fmt, "rne"), dtype=np.float64))
 
 
-def evaluate_in_format(program: Program, x: Any, fmt: Any, mode: Any = "rne", *,
-                       seed: int | None = None) -> np.ndarray:
+def evaluate_in_format(
+    program: Program, x: Any, fmt: Any, mode: Any = "rne", *, seed: int | None = None
+) -> np.ndarray:
     """Output with every operation correctly rounded to ``fmt`` in ``mode`` (lowbit.arith).
 
     ``x`` is rounded to the format (nearest even) first; constants are stored in the format
@@ -375,8 +387,9 @@ def _gsum(a: np.ndarray | None, b: np.ndarray | None, s: float) -> np.ndarray | 
     return a if b is None else a + s * b
 
 
-def _affine_mul(ha: np.ndarray, ga: np.ndarray | None, hb: np.ndarray,
-                gb: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+def _affine_mul(
+    ha: np.ndarray, ga: np.ndarray | None, hb: np.ndarray, gb: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
     if ga is None:
         return ha * hb, (None if gb is None else ha[:, None] * gb)
     return ha * hb, hb[:, None] * ga  # gb is None: is_affine() guarantees it
@@ -452,15 +465,18 @@ def _positive_values(f: Any, lo: float, hi: float, limit: int) -> np.ndarray:
             continue
         count += k1 - k0 + 1
         if count > limit:
-            raise ValueError(f"{f} has more than {limit} values in [{lo}, {hi}]; exhaustive "
-                             "in-format evaluation takes formats of at most ~16 bits")
+            raise ValueError(
+                f"{f} has more than {limit} values in [{lo}, {hi}]; exhaustive "
+                "in-format evaluation takes formats of at most ~16 bits"
+            )
         parts.append(np.arange(k0, k1 + 1, dtype=np.float64) * step)
     v = np.concatenate(parts) if parts else np.zeros(0)
     return v[v <= f.max]
 
 
-def format_inputs(fmt: Any, interval: tuple[float, float], *,
-                  limit: int = MAX_EXHAUSTIVE) -> np.ndarray:
+def format_inputs(
+    fmt: Any, interval: tuple[float, float], *, limit: int = MAX_EXHAUSTIVE
+) -> np.ndarray:
     """Every finite value of ``fmt`` in ``[a, b]``, ascending (one zero), as float64.
 
     Raises:

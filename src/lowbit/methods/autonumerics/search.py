@@ -95,8 +95,12 @@ class SearchResult:
         out = []
         for n in counts:
             f = [e for e in self.front if e.ops == n]
-            row: dict[str, Any] = {"ops": n, "evolved": f[0].error if f else None,
-                                   "minimax": mm.get(n), "taylor": ty.get(n)}
+            row: dict[str, Any] = {
+                "ops": n,
+                "evolved": f[0].error if f else None,
+                "minimax": mm.get(n),
+                "taylor": ty.get(n),
+            }
             if tuned:
                 row["minimax+tuned"] = tuned.get(n)
             if self.fmt is None:
@@ -119,15 +123,22 @@ class SearchResult:
     def numpy_code(self, entry: FrontEntry, name: str | None = None) -> str:
         """The entry as float64 numpy source (see :func:`to_numpy_source`)."""
         nm = name or f"{self.function}_{entry.ops}ops"
-        return to_numpy_source(entry.program, nm, doc=f"{self.function} on {self.interval}: "
-                               f"{entry.error:.3g} {self.unit}")
+        return to_numpy_source(
+            entry.program,
+            nm,
+            doc=f"{self.function} on {self.interval}: {entry.error:.3g} {self.unit}",
+        )
 
     def arith_code(self, entry: FrontEntry, name: str | None = None) -> str:
         """The entry as lb.arith source in the result's format (bf16 when real mode)."""
         nm = name or f"{self.function}_{entry.ops}ops_{self.fmt or 'bf16'}"
-        return to_arith_source(entry.program, self.fmt or "bf16", self.mode, nm,
-                               doc=f"{self.function} on {self.interval}: {entry.error:.3g} "
-                               f"{self.unit}")
+        return to_arith_source(
+            entry.program,
+            self.fmt or "bf16",
+            self.mode,
+            nm,
+            doc=f"{self.function} on {self.interval}: {entry.error:.3g} {self.unit}",
+        )
 
     # ---- files -------------------------------------------------------------------------------
     def plot(self, path: str | os.PathLike[str], *, bound: float | None = None) -> Path:
@@ -144,8 +155,14 @@ class SearchResult:
                 xs = sorted(line)
                 ax.plot(xs, [line[k] for k in xs], style, label=f"{kind} (Horner)", alpha=0.8)
         if self.front:
-            ax.plot([e.ops for e in self.front], [e.error for e in self.front], "o-",
-                    color="k", label="evolved front", zorder=3)
+            ax.plot(
+                [e.ops for e in self.front],
+                [e.error for e in self.front],
+                "o-",
+                color="k",
+                label="evolved front",
+                zorder=3,
+            )
         if bound is not None:
             ax.axhline(bound, color="r", lw=0.8, label=f"bound {bound:g}")
         ax.set_yscale("log")
@@ -164,20 +181,42 @@ class SearchResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"function": self.function, "interval": list(self.interval), "fmt": self.fmt,
-                "mode": self.mode, "ops": list(self.ops), "seed": self.seed, "unit": self.unit,
-                "front": [e.to_dict() for e in self.front],
-                "baselines": [b.to_dict() for b in self.baselines],
-                "children": self.children, "fits": self.fits, "generations": self.generations,
-                "elapsed": self.elapsed, "history": self.history}
+        return {
+            "function": self.function,
+            "interval": list(self.interval),
+            "fmt": self.fmt,
+            "mode": self.mode,
+            "ops": list(self.ops),
+            "seed": self.seed,
+            "unit": self.unit,
+            "front": [e.to_dict() for e in self.front],
+            "baselines": [b.to_dict() for b in self.baselines],
+            "children": self.children,
+            "fits": self.fits,
+            "generations": self.generations,
+            "elapsed": self.elapsed,
+            "history": self.history,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SearchResult:
         """Inverse of :meth:`to_dict`."""
-        return cls(d["function"], tuple(d["interval"]), d["fmt"], d["mode"], tuple(d["ops"]),
-                   int(d["seed"]), d["unit"], [FrontEntry.from_dict(e) for e in d["front"]],
-                   [Baseline.from_dict(b) for b in d["baselines"]], int(d["children"]),
-                   int(d["fits"]), int(d["generations"]), float(d["elapsed"]), d["history"])
+        return cls(
+            d["function"],
+            tuple(d["interval"]),
+            d["fmt"],
+            d["mode"],
+            tuple(d["ops"]),
+            int(d["seed"]),
+            d["unit"],
+            [FrontEntry.from_dict(e) for e in d["front"]],
+            [Baseline.from_dict(b) for b in d["baselines"]],
+            int(d["children"]),
+            int(d["fits"]),
+            int(d["generations"]),
+            float(d["elapsed"]),
+            d["history"],
+        )
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write :meth:`to_dict` as JSON."""
@@ -211,12 +250,25 @@ def _polish(problem: Any, cands: list[Individual], keep: int) -> list[Individual
     return out
 
 
-def search(function: str, interval: Any = None, *, fmt: str | None = None, mode: str = "rne",
-           ops: Sequence[str] = ("add", "mul", "fma"), budget: int = 2000, seed: int = 0,
-           progress: bool = True, max_ops: int = 10, population: int = 32, workers: int = 1,
-           time_limit: float | None = None, checkpoint: str | os.PathLike[str] | None = None,
-           resume: bool = False, polish: int = 3,
-           baseline_degrees: Sequence[int] | None = None) -> SearchResult:
+def search(
+    function: str,
+    interval: Any = None,
+    *,
+    fmt: str | None = None,
+    mode: str = "rne",
+    ops: Sequence[str] = ("add", "mul", "fma"),
+    budget: int = 2000,
+    seed: int = 0,
+    progress: bool = True,
+    max_ops: int = 10,
+    population: int = 32,
+    workers: int = 1,
+    time_limit: float | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    polish: int = 3,
+    baseline_degrees: Sequence[int] | None = None,
+) -> SearchResult:
     """Evolve the Pareto front of (operations, max error) programs approximating ``function``.
 
     Args:
@@ -253,25 +305,47 @@ def search(function: str, interval: Any = None, *, fmt: str | None = None, mode:
     iv = parse_interval(interval, target)
     problem = make_problem(target, iv, fmt, mode)
     mode_v = problem.mode if isinstance(problem, FormatProblem) else mode
-    cfg = EvolveConfig(budget=budget, population=population, max_ops=max_ops, ops=tuple(ops),
-                       seed=seed, workers=workers, time_limit=time_limit)
+    cfg = EvolveConfig(
+        budget=budget,
+        population=population,
+        max_ops=max_ops,
+        ops=tuple(ops),
+        seed=seed,
+        workers=workers,
+        time_limit=time_limit,
+    )
     pid = {"function": target.name, "interval": list(iv), "fmt": fmt, "mode": mode_v}
-    state = evolve(problem, cfg, problem_id=pid, checkpoint=checkpoint, resume=resume,
-                   progress=progress)
+    state = evolve(
+        problem, cfg, problem_id=pid, checkpoint=checkpoint, resume=resume, progress=progress
+    )
     cands = list(state.cache.values())
     if polish > 0:
         polished = _polish(problem, cands, polish)
     else:
-        polished = [Individual(i.program, problem.validate(i.program), i.ops)
-                    for i in state.archive.values()]
+        polished = [
+            Individual(i.program, problem.validate(i.program), i.ops)
+            for i in state.archive.values()
+        ]
     front = [FrontEntry(i.ops, i.error, i.program) for i in pareto_front(polished)]
     if fmt is None:
         degrees = range(0, max_ops + 1) if baseline_degrees is None else baseline_degrees
         baselines = real_baselines(target, iv, degrees)
     else:
-        degrees = range(1, min(max_ops, 8) + 1) if baseline_degrees is None else \
-            baseline_degrees
+        degrees = range(1, min(max_ops, 8) + 1) if baseline_degrees is None else baseline_degrees
         baselines = format_baselines(problem, degrees, tuned=True)
-    return SearchResult(target.name, iv, fmt, mode_v, cfg.ops, seed, problem.unit, front,
-                        baselines, state.children, state.fits, state.generation,
-                        state.elapsed, state.history)
+    return SearchResult(
+        target.name,
+        iv,
+        fmt,
+        mode_v,
+        cfg.ops,
+        seed,
+        problem.unit,
+        front,
+        baselines,
+        state.children,
+        state.fits,
+        state.generation,
+        state.elapsed,
+        state.history,
+    )

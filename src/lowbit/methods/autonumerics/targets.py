@@ -84,11 +84,16 @@ def _np_erf(x: np.ndarray) -> np.ndarray:
 
 
 _MP: dict[str, Callable[[Any], Any]] = {
-    "exp2": _mp_exp2, "log2": _mp_log2, "erf": _mp_erf, "sigmoid": _mp_sigmoid,
+    "exp2": _mp_exp2,
+    "log2": _mp_log2,
+    "erf": _mp_erf,
+    "sigmoid": _mp_sigmoid,
     "gelu": _mp_gelu,
 }
 _NP: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "exp2": np.exp2, "log2": np.log2, "erf": _np_erf,
+    "exp2": np.exp2,
+    "log2": np.log2,
+    "erf": _np_erf,
     "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
     "gelu": lambda x: x * (1 + _np_erf(x / np.sqrt(2))) / 2,
 }

@@ -43,15 +43,19 @@ def _scalar_bf16(name: str, a: Any, like: torch.Tensor) -> torch.Tensor:
     """A bf16 0-d tensor holding ``a``, which must already be a bf16 value."""
     if isinstance(a, torch.Tensor):
         if a.dtype != BF16 or a.numel() != 1:
-            raise TypeError(f"{name} must be a bf16 scalar tensor or a float, got a "
-                            f"{a.dtype} tensor of shape {tuple(a.shape)}")
+            raise TypeError(
+                f"{name} must be a bf16 scalar tensor or a float, got a "
+                f"{a.dtype} tensor of shape {tuple(a.shape)}"
+            )
         return a.reshape(()).to(like.device)
     if isinstance(a, bool) or not isinstance(a, (int, float)):
         raise TypeError(f"{name} must be a float or a bf16 scalar tensor, got {a!r}")
     t = torch.tensor(float(a), dtype=BF16, device=like.device)
     if float(t) != float(a):
-        raise ValueError(f"{name}={a!r} is not a bf16 value (bf16 rounds it to {float(t)!r}); "
-                         "split it with split_scalar first")
+        raise ValueError(
+            f"{name}={a!r} is not a bf16 value (bf16 rounds it to {float(t)!r}); "
+            "split it with split_scalar first"
+        )
     return t
 
 
@@ -69,8 +73,7 @@ def fast2sum(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return s, e
 
 
-def grow(m: torch.Tensor, r: torch.Tensor, v: torch.Tensor
-         ) -> tuple[torch.Tensor, torch.Tensor]:
+def grow(m: torch.Tensor, r: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Add ``v`` to the MCF ``(m, r)``; returns the new ``(m, r)`` (inputs unchanged).
 
     ::
@@ -118,8 +121,9 @@ def two_prod_error(a: torch.Tensor, b: Any) -> tuple[torch.Tensor, torch.Tensor]
     return p, e
 
 
-def mult_mc(m: torch.Tensor, r: torch.Tensor, a_m: Any, a_r: Any
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+def mult_mc(
+    m: torch.Tensor, r: torch.Tensor, a_m: Any, a_r: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Multiply the MCF ``(m, r)`` by the two-term scalar ``a_m + a_r``; returns new ``(m, r)``.
 
     ::

@@ -180,22 +180,22 @@ class CollageAdamW(torch.optim.Optimizer):
         want = param_dtype(self.variant)
         for p in g["params"]:
             if p.dtype != want:
-                raise ValueError(f"variant {self.variant!r} needs {want} parameters, got one "
-                                 f"of dtype {p.dtype} and shape {tuple(p.shape)}; cast the "
-                                 f"model with model.to(param_dtype({self.variant!r}))")
+                raise ValueError(
+                    f"variant {self.variant!r} needs {want} parameters, got one "
+                    f"of dtype {p.dtype} and shape {tuple(p.shape)}; cast the "
+                    f"model with model.to(param_dtype({self.variant!r}))"
+                )
 
     # ---- state -------------------------------------------------------------------------
     def _init_state(self, p: torch.Tensor, state: dict[str, Any]) -> None:
         state["step"] = 0
         sdt = torch.bfloat16 if self.variant in _BF16_VARIANTS else torch.float32
         state["exp_avg"] = torch.zeros_like(p, dtype=sdt, memory_format=torch.preserve_format)
-        state["exp_avg_sq"] = torch.zeros_like(p, dtype=sdt,
-                                               memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(p, dtype=sdt, memory_format=torch.preserve_format)
         if self.variant in ("light", "plus"):
             state["param_residual"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         if self.variant == "plus":
-            state["exp_avg_sq_residual"] = torch.zeros_like(
-                p, memory_format=torch.preserve_format)
+            state["exp_avg_sq_residual"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         if self.variant == "fp32_master":
             state["master"] = p.detach().to(torch.float32, copy=True)
 
@@ -269,8 +269,9 @@ class CollageAdamW(torch.optim.Optimizer):
         return loss
 
     @staticmethod
-    def _accumulate(acc: list[Any], u: torch.Tensor, e: torch.Tensor,
-                    visible_unchanged: torch.Tensor) -> None:
+    def _accumulate(
+        acc: list[Any], u: torch.Tensor, e: torch.Tensor, visible_unchanged: torch.Tensor
+    ) -> None:
         """Add one tensor's fp64 update ``u``, effective update ``e`` to the running sums."""
         acc[0] += float((e * u).sum())
         acc[1] += float((u * u).sum())
@@ -279,8 +280,9 @@ class CollageAdamW(torch.optim.Optimizer):
         acc[4] += int(visible_unchanged.sum())
         acc[5] += u.numel()
 
-    def _step_bf16(self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any],
-                   acc: list[Any] | None) -> None:
+    def _step_bf16(
+        self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any], acc: list[Any] | None
+    ) -> None:
         lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
         beta1, beta2 = group["betas"]
         t = state["step"]
@@ -324,8 +326,9 @@ class CollageAdamW(torch.optim.Optimizer):
             e = (p.double() + r.double()) - old
             self._accumulate(acc, u.double(), e, p == old_m)
 
-    def _step_fp32(self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any],
-                   acc: list[Any] | None) -> None:
+    def _step_fp32(
+        self, p: torch.Tensor, group: dict[str, Any], state: dict[str, Any], acc: list[Any] | None
+    ) -> None:
         lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
         beta1, beta2 = group["betas"]
         t = state["step"]

@@ -60,8 +60,9 @@ def grow_ref(m: Fraction, r: Fraction, v: Fraction) -> tuple[Fraction, Fraction]
     return m2, bf16_round(r - bf16_round(m2 - s))
 
 
-def mult_mc_ref(m: Fraction, r: Fraction, a_m: Fraction, a_r: Fraction
-                ) -> tuple[Fraction, Fraction]:
+def mult_mc_ref(
+    m: Fraction, r: Fraction, a_m: Fraction, a_r: Fraction
+) -> tuple[Fraction, Fraction]:
     """MultMC with an exact fma for the product error (the definition, not an emulation)."""
     p = bf16_round(m * a_m)
     e = bf16_round(m * a_m - p)

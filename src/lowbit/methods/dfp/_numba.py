@@ -8,8 +8,20 @@ from numba import njit
 
 
 @njit(cache=True)
-def im2col_cl(x: np.ndarray, out: np.ndarray, kh: int, kw: int, sh: int, sw: int, ph: int,
-              pw: int, dh: int, dw: int, ho: int, wo: int) -> None:  # pragma: no cover
+def im2col_cl(
+    x: np.ndarray,
+    out: np.ndarray,
+    kh: int,
+    kw: int,
+    sh: int,
+    sw: int,
+    ph: int,
+    pw: int,
+    dh: int,
+    dw: int,
+    ho: int,
+    wo: int,
+) -> None:  # pragma: no cover
     """``out[(b, oh, ow), (i, j, c)] = x[b, oh·sh - ph + i·dh, ow·sw - pw + j·dw, c]`` (0
     outside), for a channels-last ``x`` of shape (B, H, W, C)."""
     nb, h, w, c = x.shape

@@ -106,8 +106,9 @@ class DFPLayerStats:
         """Counters of the what-if GEMM (one INT32 accumulator per output, no head-room)."""
         self.audit_calls[role] += 1
         self.unchunked_overflow_count[role] += st.overflow_count
-        self.unchunked_max_abs_sum[role] = max(self.unchunked_max_abs_sum[role],
-                                               st.max_abs_chunk_sum)
+        self.unchunked_max_abs_sum[role] = max(
+            self.unchunked_max_abs_sum[role], st.max_abs_chunk_sum
+        )
 
     @property
     def total_overflows(self) -> int:
@@ -115,18 +116,25 @@ class DFPLayerStats:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-able) of the counters."""
-        return {"calls": dict(self.calls), "overflow_count": dict(self.overflow_count),
-                "max_abs_chunk_sum": dict(self.max_abs_chunk_sum),
-                "max_bound": dict(self.max_bound), "min_chunk": dict(self.min_chunk),
-                "min_k_max": dict(self.min_k_max),
-                "max_shift": dict(self.max_shift), "unsafe_calls": dict(self.unsafe_calls),
-                "audit_calls": dict(self.audit_calls),
-                "unchunked_overflow_count": dict(self.unchunked_overflow_count),
-                "unchunked_max_abs_sum": dict(self.unchunked_max_abs_sum)}
+        return {
+            "calls": dict(self.calls),
+            "overflow_count": dict(self.overflow_count),
+            "max_abs_chunk_sum": dict(self.max_abs_chunk_sum),
+            "max_bound": dict(self.max_bound),
+            "min_chunk": dict(self.min_chunk),
+            "min_k_max": dict(self.min_k_max),
+            "max_shift": dict(self.max_shift),
+            "unsafe_calls": dict(self.unsafe_calls),
+            "audit_calls": dict(self.audit_calls),
+            "unchunked_overflow_count": dict(self.unchunked_overflow_count),
+            "unchunked_max_abs_sum": dict(self.unchunked_max_abs_sum),
+        }
 
     def __repr__(self) -> str:
-        return (f"DFPLayerStats(calls={self.calls}, overflow_count={self.overflow_count}, "
-                f"max_abs_chunk_sum={self.max_abs_chunk_sum})")
+        return (
+            f"DFPLayerStats(calls={self.calls}, overflow_count={self.overflow_count}, "
+            f"max_abs_chunk_sum={self.max_abs_chunk_sum})"
+        )
 
 
 class _Q:
@@ -134,30 +142,58 @@ class _Q:
 
     __slots__ = ("exp", "max", "q")
 
-    def __init__(self, x: torch.Tensor, s: DFPSettings, mode: str = "rne", seed: int = 0,
-                 name: str = "x") -> None:
+    def __init__(
+        self, x: torch.Tensor, s: DFPSettings, mode: str = "rne", seed: int = 0, name: str = "x"
+    ) -> None:
         self.q, self.exp, self.max = quantize_values(x, s.bits, mode, seed, name=name)
 
 
 def _plan(s: DFPSettings, max_a: int, max_b: int, k: int) -> Any:
-    return plan_chunks(max_a, max_b, k, acc_bits=s.acc_bits, chunk=s.chunk,
-                       headroom=s.headroom, min_chunk=s.min_chunk)
+    return plan_chunks(
+        max_a,
+        max_b,
+        k,
+        acc_bits=s.acc_bits,
+        chunk=s.chunk,
+        headroom=s.headroom,
+        min_chunk=s.min_chunk,
+    )
 
 
-def _audit(stats: Any, s: DFPSettings, role: str, a: torch.Tensor, max_a: int,
-           b: torch.Tensor, max_b: int, *, b_transposed: bool = False) -> None:
+def _audit(
+    stats: Any,
+    s: DFPSettings,
+    role: str,
+    a: torch.Tensor,
+    max_a: int,
+    b: torch.Tensor,
+    max_b: int,
+    *,
+    b_transposed: bool = False,
+) -> None:
     """The what-if GEMM of :class:`DFPLayerStats` (unshifted integer operands)."""
     if stats is None or not stats.audit:
         return
     plan = plan_chunks(max_a, max_b, a.shape[1], acc_bits=s.acc_bits, chunk=None, headroom=0)
-    _, st = planned_gemm(shift_values(a, 0), shift_values(b, 0), plan, 0,
-                         b_transposed=b_transposed, shifted=True)
+    _, st = planned_gemm(
+        shift_values(a, 0), shift_values(b, 0), plan, 0, b_transposed=b_transposed, shifted=True
+    )
     stats.record_audit(role, st)
 
 
-def _gemm(a: torch.Tensor, ea: int, b: torch.Tensor, eb: int, plan: Any, stats: Any,
-          role: str, *, b_transposed: bool = False, shifted: bool = False,
-          audit: tuple[Any, ...] | None = None) -> torch.Tensor:
+def _gemm(
+    a: torch.Tensor,
+    ea: int,
+    b: torch.Tensor,
+    eb: int,
+    plan: Any,
+    stats: Any,
+    role: str,
+    *,
+    b_transposed: bool = False,
+    shifted: bool = False,
+    audit: tuple[Any, ...] | None = None,
+) -> torch.Tensor:
     """One DFP GEMM of integer-valued operands; the plan's head-room shifts are applied here
     (whole operands, float64) unless ``shifted`` (then they are float64 and shifted).
     ``audit = (settings, max_a, max_b)`` runs the what-if GEMM on the unshifted operands."""
@@ -165,8 +201,9 @@ def _gemm(a: torch.Tensor, ea: int, b: torch.Tensor, eb: int, plan: Any, stats: 
         _audit(stats, audit[0], role, a, audit[1], b, audit[2], b_transposed=b_transposed)
     if not shifted:
         a, b = shift_values(a, plan.shift_a), shift_values(b, plan.shift_b)
-    out, st = planned_gemm(a, b, plan, ea + eb + plan.shift_a + plan.shift_b,
-                           b_transposed=b_transposed, shifted=True)
+    out, st = planned_gemm(
+        a, b, plan, ea + eb + plan.shift_a + plan.shift_b, b_transposed=b_transposed, shifted=True
+    )
     if stats is not None:
         stats.record(role, st)
     return out
@@ -181,20 +218,35 @@ class DFPLinearFunction(torch.autograd.Function):
     """``y = x·Wᵀ + b`` with DFP GEMMs forward and backward (module docstring)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                settings: DFPSettings, stats: Any, grad_seed: int) -> torch.Tensor:
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        settings: DFPSettings,
+        stats: Any,
+        grad_seed: int,
+    ) -> torch.Tensor:
         s = settings
         x2 = x.reshape(-1, x.shape[-1])
         xq = _Q(x2, s, name="input")
         wq = _Q(weight, s, name="weight")
         plan = _plan(s, xq.max, wq.max, x2.shape[1])
-        y = _gemm(xq.q, xq.exp, wq.q, wq.exp, plan, stats, "forward", b_transposed=True,
-                  audit=(s, xq.max, wq.max))
+        y = _gemm(
+            xq.q,
+            xq.exp,
+            wq.q,
+            wq.exp,
+            plan,
+            stats,
+            "forward",
+            b_transposed=True,
+            audit=(s, xq.max, wq.max),
+        )
         if bias is not None:
             y = y + bias.to(y.dtype)
         ctx.save_for_backward(xq.q, wq.q)
-        ctx.meta = (xq.exp, xq.max, wq.exp, wq.max, s, stats, grad_seed, x.shape,
-                    bias is not None)
+        ctx.meta = (xq.exp, xq.max, wq.exp, wq.max, s, stats, grad_seed, x.shape, bias is not None)
         return y.reshape(*x.shape[:-1], weight.shape[0])
 
     @staticmethod
@@ -206,31 +258,41 @@ class DFPLinearFunction(torch.autograd.Function):
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
             plan = _plan(s, gq.max, wm, g2.shape[1])
-            dx = _gemm(gq.q, gq.exp, wq, we, plan, stats, "grad_input",
-                       audit=(s, gq.max, wm)).reshape(xshape)
+            dx = _gemm(
+                gq.q, gq.exp, wq, we, plan, stats, "grad_input", audit=(s, gq.max, wm)
+            ).reshape(xshape)
         if ctx.needs_input_grad[1]:
             plan = _plan(s, gq.max, xm, g2.shape[0])
-            dw = _gemm(gq.q.t(), gq.exp, xq, xe, plan, stats, "grad_weight",
-                       audit=(s, gq.max, xm))
+            dw = _gemm(gq.q.t(), gq.exp, xq, xe, plan, stats, "grad_weight", audit=(s, gq.max, xm))
         if has_bias and ctx.needs_input_grad[2]:
             db = g2.sum(0)
         return dx, dw, db, None, None, None
 
 
-def dfp_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-               settings: DFPSettings | None = None, stats: DFPLayerStats | None = None,
-               grad_seed: int = 0) -> torch.Tensor:
+def dfp_linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    settings: DFPSettings | None = None,
+    stats: DFPLayerStats | None = None,
+    grad_seed: int = 0,
+) -> torch.Tensor:
     """Functional DFP linear layer (float32 output); ``stats`` collects the GEMM counters."""
-    return DFPLinearFunction.apply(x, weight, bias, settings or DFPSettings(), stats,
-                                   grad_seed)
+    return DFPLinearFunction.apply(x, weight, bias, settings or DFPSettings(), stats, grad_seed)
 
 
 # ---- conv2d --------------------------------------------------------------------------------------
 _MASKS: dict[tuple[Any, ...], torch.Tensor | None] = {}
 
 
-def _coverage(h: int, w: int, kernel: tuple[int, int], dilation: tuple[int, int],
-              padding: tuple[int, int], stride: tuple[int, int]) -> torch.Tensor | None:
+def _coverage(
+    h: int,
+    w: int,
+    kernel: tuple[int, int],
+    dilation: tuple[int, int],
+    padding: tuple[int, int],
+    stride: tuple[int, int],
+) -> torch.Tensor | None:
     """Bool mask (h, w) of the input positions some window of the unfold reads; None when
     every position is read (the usual case). Cached per geometry."""
     key = (h, w, kernel, dilation, padding, stride)
@@ -243,9 +305,14 @@ def _coverage(h: int, w: int, kernel: tuple[int, int], dilation: tuple[int, int]
     return _MASKS[key]
 
 
-def _covered_max(t: torch.Tensor, known_max: int, kernel: tuple[int, int],
-                 dilation: tuple[int, int], padding: tuple[int, int],
-                 stride: tuple[int, int]) -> int:
+def _covered_max(
+    t: torch.Tensor,
+    known_max: int,
+    kernel: tuple[int, int],
+    dilation: tuple[int, int],
+    padding: tuple[int, int],
+    stride: tuple[int, int],
+) -> int:
     """max|t| over the positions the unfold reads (``known_max`` when it reads them all)."""
     mask = _coverage(t.shape[-2], t.shape[-1], kernel, dilation, padding, stride)
     if mask is None:
@@ -253,9 +320,14 @@ def _covered_max(t: torch.Tensor, known_max: int, kernel: tuple[int, int],
     return _absmax(t[..., mask.to(t.device)])
 
 
-def _grad_input_operand(gq: torch.Tensor, in_hw: tuple[int, int], kernel: tuple[int, int],
-                        stride: tuple[int, int], padding: tuple[int, int],
-                        dilation: tuple[int, int]) -> tuple[torch.Tensor, bool]:
+def _grad_input_operand(
+    gq: torch.Tensor,
+    in_hw: tuple[int, int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> tuple[torch.Tensor, bool]:
     """``Ĝ`` with zeros inserted (stride) and padded/cropped so that a stride-1 unfold with
     the forward's kernel and dilation gives the transposed convolution's columns; second
     item: whether the padding cropped some of ``Ĝ`` (``padding > dilation·(k-1)``)."""
@@ -275,8 +347,13 @@ def _grad_input_operand(gq: torch.Tensor, in_hw: tuple[int, int], kernel: tuple[
     return F.pad(gd, pads), min(pads) < 0
 
 
-def _im2col(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
-            padding: tuple[int, int], dilation: tuple[int, int]) -> torch.Tensor:
+def _im2col(
+    x: torch.Tensor,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> torch.Tensor:
     """Columns of a convolution as a ``(batch·Ho·Wo, kh·kw·C)`` matrix: rows in ``(b, ho, wo)``
     order, columns tap-major ``(i, j, c)``. An exact copy (numba on CPU, strided torch copies
     on other devices)."""
@@ -288,16 +365,32 @@ def _im2col(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
         from lowbit.methods.dfp._numba import im2col_cl
 
         out = torch.empty((b * ho * wo, kh * kw * c), dtype=x.dtype)
-        im2col_cl(x.permute(0, 2, 3, 1).contiguous().numpy(), out.numpy(), kh, kw, sh, sw,
-                  ph, pw, dh, dw, ho, wo)
+        im2col_cl(
+            x.permute(0, 2, 3, 1).contiguous().numpy(),
+            out.numpy(),
+            kh,
+            kw,
+            sh,
+            sw,
+            ph,
+            pw,
+            dh,
+            dw,
+            ho,
+            wo,
+        )
         return out
     xp = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x
     xcl = xp.permute(0, 2, 3, 1).contiguous()
     buf = x.new_empty((b, ho, wo, kh, kw, c))
     for i in range(kh):
         for j in range(kw):
-            buf[:, :, :, i, j, :] = xcl[:, i * dh: i * dh + sh * (ho - 1) + 1: sh,
-                                        j * dw: j * dw + sw * (wo - 1) + 1: sw, :]
+            buf[:, :, :, i, j, :] = xcl[
+                :,
+                i * dh : i * dh + sh * (ho - 1) + 1 : sh,
+                j * dw : j * dw + sw * (wo - 1) + 1 : sw,
+                :,
+            ]
     return buf.reshape(b * ho * wo, kh * kw * c)
 
 
@@ -305,9 +398,18 @@ class DFPConv2dFunction(torch.autograd.Function):
     """Conv2d (groups = 1, zero padding) with DFP GEMMs forward and backward."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int],
-                settings: DFPSettings, stats: Any, grad_seed: int) -> torch.Tensor:
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        stride: tuple[int, int],
+        padding: tuple[int, int],
+        dilation: tuple[int, int],
+        settings: DFPSettings,
+        stats: Any,
+        grad_seed: int,
+    ) -> torch.Tensor:
         s = settings
         bsz, _, h, w = x.shape
         cout, cin, kh, kw = weight.shape
@@ -320,20 +422,38 @@ class DFPConv2dFunction(torch.autograd.Function):
         # the shift commutes with im2col (which copies elements): shift the small tensor
         u2 = _im2col(shift_values(xq.q, plan.shift_a), kernel, stride, padding, dilation)
         w2 = shift_values(wq.q.permute(0, 2, 3, 1).reshape(cout, k), plan.shift_b)
-        y = _gemm(u2, xq.exp, w2, wq.exp, plan, stats, "forward", b_transposed=True,
-                  shifted=True)
+        y = _gemm(u2, xq.exp, w2, wq.exp, plan, stats, "forward", b_transposed=True, shifted=True)
         if stats is not None and stats.audit:
-            _audit(stats, s, "forward", _im2col(xq.q.double(), kernel, stride, padding,
-                                                dilation), xm,
-                   wq.q.permute(0, 2, 3, 1).reshape(cout, k), wq.max, b_transposed=True)
+            _audit(
+                stats,
+                s,
+                "forward",
+                _im2col(xq.q.double(), kernel, stride, padding, dilation),
+                xm,
+                wq.q.permute(0, 2, 3, 1).reshape(cout, k),
+                wq.max,
+                b_transposed=True,
+            )
         ho = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
         wo = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
         y = y.reshape(bsz, ho, wo, cout).permute(0, 3, 1, 2)
         if bias is not None:
             y = y + bias.to(y.dtype).reshape(1, -1, 1, 1)
         ctx.save_for_backward(xq.q, wq.q, u2)
-        ctx.meta = (xq.exp, xm, plan.shift_a, wq.exp, wq.max, stride, padding, dilation, s,
-                    stats, grad_seed, bias is not None)
+        ctx.meta = (
+            xq.exp,
+            xm,
+            plan.shift_a,
+            wq.exp,
+            wq.max,
+            stride,
+            padding,
+            dilation,
+            s,
+            stats,
+            grad_seed,
+            bias is not None,
+        )
         return y
 
     @staticmethod
@@ -346,52 +466,96 @@ class DFPConv2dFunction(torch.autograd.Function):
         gq = _Q(grad_out, s, s.grad_mode, seed, name="grad_output")
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
-            gd, cropped = _grad_input_operand(gq.q, (h, w), kernel, stride, padding,
-                                              dilation)
-            gm = _covered_max(gd, _absmax(gd) if cropped else gq.max, kernel, dilation,
-                              (0, 0), (1, 1))
+            gd, cropped = _grad_input_operand(gq.q, (h, w), kernel, stride, padding, dilation)
+            gm = _covered_max(
+                gd, _absmax(gd) if cropped else gq.max, kernel, dilation, (0, 0), (1, 1)
+            )
             k = cout * kh * kw
             plan = _plan(s, gm, wm, k)
             v2 = _im2col(shift_values(gd, plan.shift_a), kernel, (1, 1), (0, 0), dilation)
             wt = shift_values(wq.flip(2, 3).permute(1, 2, 3, 0).reshape(cin, k), plan.shift_b)
-            dx = _gemm(v2, gq.exp, wt, we, plan, stats, "grad_input", b_transposed=True,
-                       shifted=True)
+            dx = _gemm(
+                v2, gq.exp, wt, we, plan, stats, "grad_input", b_transposed=True, shifted=True
+            )
             if stats is not None and stats.audit:
-                _audit(stats, s, "grad_input", _im2col(gd.double(), kernel, (1, 1), (0, 0),
-                                                       dilation), gm,
-                       wq.flip(2, 3).permute(1, 2, 3, 0).reshape(cin, k), wm,
-                       b_transposed=True)
+                _audit(
+                    stats,
+                    s,
+                    "grad_input",
+                    _im2col(gd.double(), kernel, (1, 1), (0, 0), dilation),
+                    gm,
+                    wq.flip(2, 3).permute(1, 2, 3, 0).reshape(cin, k),
+                    wm,
+                    b_transposed=True,
+                )
             dx = dx.reshape(bsz, h, w, cin).permute(0, 3, 1, 2)
         if ctx.needs_input_grad[1]:
             g2 = gq.q.permute(1, 0, 2, 3).reshape(cout, -1)  # (C_out, (b, ho, wo))
             if s.headroom == "auto":  # keep the forward's shift of x: reuse its columns
-                plan = plan_chunks(gq.max, xm, g2.shape[1], acc_bits=s.acc_bits,
-                                   chunk=s.chunk, headroom=("auto", xshift),
-                                   min_chunk=s.min_chunk)
+                plan = plan_chunks(
+                    gq.max,
+                    xm,
+                    g2.shape[1],
+                    acc_bits=s.acc_bits,
+                    chunk=s.chunk,
+                    headroom=("auto", xshift),
+                    min_chunk=s.min_chunk,
+                )
             else:
                 plan = _plan(s, gq.max, xm, g2.shape[1])
             if plan.shift_b != xshift:
                 u2 = _im2col(shift_values(xq, plan.shift_b), kernel, stride, padding, dilation)
-            dw = _gemm(shift_values(g2, plan.shift_a), gq.exp, u2, xe, plan, stats,
-                       "grad_weight", shifted=True)
+            dw = _gemm(
+                shift_values(g2, plan.shift_a),
+                gq.exp,
+                u2,
+                xe,
+                plan,
+                stats,
+                "grad_weight",
+                shifted=True,
+            )
             if stats is not None and stats.audit:
-                _audit(stats, s, "grad_weight", g2, gq.max,
-                       _im2col(xq.double(), kernel, stride, padding, dilation), xm)
+                _audit(
+                    stats,
+                    s,
+                    "grad_weight",
+                    g2,
+                    gq.max,
+                    _im2col(xq.double(), kernel, stride, padding, dilation),
+                    xm,
+                )
             dw = dw.reshape(cout, kh, kw, cin).permute(0, 3, 1, 2)
         if has_bias and ctx.needs_input_grad[2]:
             db = grad_out.sum((0, 2, 3))
         return dx, dw, db, None, None, None, None, None, None
 
 
-def dfp_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-               stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (0, 0),
-               dilation: tuple[int, int] = (1, 1), settings: DFPSettings | None = None,
-               stats: DFPLayerStats | None = None, grad_seed: int = 0) -> torch.Tensor:
+def dfp_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: tuple[int, int] = (1, 1),
+    padding: tuple[int, int] = (0, 0),
+    dilation: tuple[int, int] = (1, 1),
+    settings: DFPSettings | None = None,
+    stats: DFPLayerStats | None = None,
+    grad_seed: int = 0,
+) -> torch.Tensor:
     """Functional DFP conv2d (groups = 1, zero padding, float32 output)."""
     if x.dim() != 4:
         raise ValueError(f"dfp_conv2d takes (batch, C, H, W) input, got shape {tuple(x.shape)}")
-    return DFPConv2dFunction.apply(x, weight, bias, _pair(stride), _pair(padding),
-                                   _pair(dilation), settings or DFPSettings(), stats, grad_seed)
+    return DFPConv2dFunction.apply(
+        x,
+        weight,
+        bias,
+        _pair(stride),
+        _pair(padding),
+        _pair(dilation),
+        settings or DFPSettings(),
+        stats,
+        grad_seed,
+    )
 
 
 def _pair(v: Any) -> tuple[int, int]:
@@ -403,5 +567,11 @@ def _pair(v: Any) -> tuple[int, int]:
     return t  # type: ignore[return-value]
 
 
-__all__ = ["GEMM_ROLES", "DFPConv2dFunction", "DFPLayerStats", "DFPLinearFunction",
-           "dfp_conv2d", "dfp_linear"]
+__all__ = [
+    "GEMM_ROLES",
+    "DFPConv2dFunction",
+    "DFPLayerStats",
+    "DFPLinearFunction",
+    "dfp_conv2d",
+    "dfp_linear",
+]

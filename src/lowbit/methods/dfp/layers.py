@@ -60,9 +60,13 @@ class _DFPLayer(QuantLayer):
         q = f"dfp{s.bits} rne"
         chunk = "unchunked" if s.chunk is None else f"chunk {s.chunk}"
         gemm = f"fp32 (int{s.acc_bits} chunks, {chunk})"
-        return {"weight": _Describe(q), "act": _Describe(q), "output": _Describe(gemm),
-                "grad_act": _Describe(f"dfp{s.bits} {s.grad_mode}"),
-                "grad_weight": _Describe(gemm)}
+        return {
+            "weight": _Describe(q),
+            "act": _Describe(q),
+            "output": _Describe(gemm),
+            "grad_act": _Describe(f"dfp{s.bits} {s.grad_mode}"),
+            "grad_weight": _Describe(gemm),
+        }
 
     def to_float(self) -> nn.Module:
         mod = super().to_float()
@@ -85,17 +89,26 @@ class DFPLinear(_DFPLayer, nn.Linear):
 
     FLOAT_TYPE = nn.Linear
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
-                 config: QuantConfig | None = None, name: str = "", device: Any = None,
-                 dtype: Any = None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        config: QuantConfig | None = None,
+        name: str = "",
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
         nn.Linear.__init__(self, in_features, out_features, bias, device=device, dtype=dtype)
         from lowbit.methods.dfp.settings import dfp16_training
 
         self.configure(config or dfp16_training(), name)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return DFPLinearFunction.apply(input, self.weight, self.bias, self.dfp, self.dfp_stats,
-                                       self._grad_seed())
+        return DFPLinearFunction.apply(
+            input, self.weight, self.bias, self.dfp, self.dfp_stats, self._grad_seed()
+        )
 
 
 class DFPConv2d(_DFPLayer, nn.Conv2d):
@@ -103,8 +116,9 @@ class DFPConv2d(_DFPLayer, nn.Conv2d):
 
     FLOAT_TYPE = nn.Conv2d
 
-    def __init__(self, *args: Any, config: QuantConfig | None = None, name: str = "",
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, config: QuantConfig | None = None, name: str = "", **kwargs: Any
+    ) -> None:
         nn.Conv2d.__init__(self, *args, **kwargs)
         check_conv(self)
         from lowbit.methods.dfp.settings import dfp16_training
@@ -114,9 +128,17 @@ class DFPConv2d(_DFPLayer, nn.Conv2d):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if input.dim() != 4:
             raise ValueError(f"DFPConv2d takes (batch, C, H, W) input, got {tuple(input.shape)}")
-        return DFPConv2dFunction.apply(input, self.weight, self.bias, tuple(self.stride),
-                                       _padding(self), tuple(self.dilation), self.dfp,
-                                       self.dfp_stats, self._grad_seed())
+        return DFPConv2dFunction.apply(
+            input,
+            self.weight,
+            self.bias,
+            tuple(self.stride),
+            _padding(self),
+            tuple(self.dilation),
+            self.dfp,
+            self.dfp_stats,
+            self._grad_seed(),
+        )
 
 
 def _padding(conv: nn.Conv2d) -> tuple[int, int]:
@@ -132,8 +154,7 @@ def check_conv(conv: nn.Conv2d) -> None:
     if conv.groups != 1:
         raise NotImplementedError(f"groups={conv.groups}: DFPConv2d supports groups=1")
     if conv.padding_mode != "zeros":
-        raise NotImplementedError(f"padding_mode={conv.padding_mode!r}: DFPConv2d supports "
-                                  "'zeros'")
+        raise NotImplementedError(f"padding_mode={conv.padding_mode!r}: DFPConv2d supports 'zeros'")
     if conv.padding == "same":
         raise NotImplementedError("padding='same': DFPConv2d takes explicit padding")
 
@@ -179,5 +200,15 @@ def reset_stats(model: nn.Module) -> None:
         m.dfp_stats.reset()
 
 
-__all__ = ["DFPConv2d", "DFPLinear", "audit_unchunked", "check_conv", "conv2d_handler",
-           "dfp_layers", "linear_handler", "overflow_report", "reset_stats", "total_overflows"]
+__all__ = [
+    "DFPConv2d",
+    "DFPLinear",
+    "audit_unchunked",
+    "check_conv",
+    "conv2d_handler",
+    "dfp_layers",
+    "linear_handler",
+    "overflow_report",
+    "reset_stats",
+    "total_overflows",
+]

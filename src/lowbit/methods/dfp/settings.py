@@ -45,8 +45,15 @@ class DFPSettings:
             object.__setattr__(self, "headroom", tuple(self.headroom))
         object.__setattr__(self, "grad_mode", check_mode(self.grad_mode))
         # validates acc_bits, chunk, headroom and min_chunk with the planner itself
-        plan_chunks(1, 1, 1, acc_bits=self.acc_bits, chunk=self.chunk, headroom=self.headroom,
-                    min_chunk=self.min_chunk)
+        plan_chunks(
+            1,
+            1,
+            1,
+            acc_bits=self.acc_bits,
+            chunk=self.chunk,
+            headroom=self.headroom,
+            min_chunk=self.min_chunk,
+        )
 
     @classmethod
     def from_args(cls, args: Mapping[str, Any] | None) -> DFPSettings:
@@ -70,9 +77,16 @@ class DFPSettings:
         return f"dfp{self.bits} int{self.acc_bits} acc, {chunk}, headroom {self.headroom}"
 
 
-def dfp16_training(bits: int = 16, acc_bits: int = 32, chunk: int | str | None = "auto", *,
-                   headroom: int | str | tuple[int, int] = "auto", min_chunk: int = 16,
-                   grad_mode: str = "rne", seed: int = 0) -> QuantConfig:
+def dfp16_training(
+    bits: int = 16,
+    acc_bits: int = 32,
+    chunk: int | str | None = "auto",
+    *,
+    headroom: int | str | tuple[int, int] = "auto",
+    min_chunk: int = 16,
+    grad_mode: str = "rne",
+    seed: int = 0,
+) -> QuantConfig:
     """INT16 dynamic fixed point training (Das et al. 2018) as a :class:`QuantConfig`.
 
     ``lowbit.nn.quantize_(model, dfp16_training())`` swaps every ``nn.Linear`` and
@@ -91,8 +105,14 @@ def dfp16_training(bits: int = 16, acc_bits: int = 32, chunk: int | str | None =
         grad_mode: ``"rne"`` or ``"sr"`` for output gradients.
         seed: base seed of the stochastic rounding streams.
     """
-    s = DFPSettings(bits=bits, acc_bits=acc_bits, chunk=chunk, headroom=headroom,
-                    min_chunk=min_chunk, grad_mode=grad_mode)
+    s = DFPSettings(
+        bits=bits,
+        acc_bits=acc_bits,
+        chunk=chunk,
+        headroom=headroom,
+        min_chunk=min_chunk,
+        grad_mode=grad_mode,
+    )
     return QuantConfig(method=METHOD, method_args=s.to_args(), seed=seed)
 
 

@@ -49,9 +49,17 @@ def s2fp8_training(fmt: str = "e5m2", **changes: Any) -> QuantConfig:
     Raises:
         ValueError: ``fmt`` is not a float format, or a change is invalid.
     """
-    base: dict[str, Any] = dict(weight=fmt, act=fmt, grad_act=fmt, grad_weight=None,
-                                scaling="s2fp8", grad_scaling="s2fp8", weight_mode="rne",
-                                act_mode="rne", grad_mode="rne")
+    base: dict[str, Any] = dict(
+        weight=fmt,
+        act=fmt,
+        grad_act=fmt,
+        grad_weight=None,
+        scaling="s2fp8",
+        grad_scaling="s2fp8",
+        weight_mode="rne",
+        act_mode="rne",
+        grad_mode="rne",
+    )
     return QuantConfig(**{**base, **changes})
 
 
@@ -63,9 +71,17 @@ def fp8_training_no_scaling(fmt: str = "e5m2", **changes: Any) -> QuantConfig:
     Forward casts saturate (lowbit's default for <= 8-bit formats); gradient casts keep the
     format's own overflow (inf for e5m2).
     """
-    base: dict[str, Any] = dict(weight=fmt, act=fmt, grad_act=fmt, grad_weight=None,
-                                scaling="none", grad_scaling="none", weight_mode="rne",
-                                act_mode="rne", grad_mode="rne")
+    base: dict[str, Any] = dict(
+        weight=fmt,
+        act=fmt,
+        grad_act=fmt,
+        grad_weight=None,
+        scaling="none",
+        grad_scaling="none",
+        weight_mode="rne",
+        act_mode="rne",
+        grad_mode="rne",
+    )
     return QuantConfig(**{**base, **changes})
 
 
