@@ -415,3 +415,80 @@ def test_posit_sgd_options():
     opt.step()
     g = lb.round(torch.tensor([0.25, 0.75, 0.05]), "posit<8,0>")
     assert torch.equal(p.detach(), lb.round(1 - 0.5 * g, "posit16"))
+
+
+# ---- the experiment script: per-seed cache and claims over seeds --------------------------
+def _experiment():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "experiments" / "posit_training.py"
+    spec = importlib.util.spec_from_file_location("posit_training_experiment", path)
+    mod = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_experiment_seed_cache_and_claims(tmp_path, monkeypatch):
+    exp = _experiment()
+    calls = []
+
+    def fake_run_seed(st, data_dir, progress):  # no training: accuracies set per seed
+        calls.append(st.seed)
+        acc = {"float": 0.85 + 0.01 * st.seed, "posit8_0": 0.15, "mixed8": 0.849 + 0.01 * st.seed}
+        runs = {
+            n: {
+                "describe": n,
+                "test_acc": acc[n],
+                "epoch_test_acc": [acc[n] - 0.1, acc[n]],
+                "train_loss": [2.0, 1.0],
+                "step_cpu_seconds": 0.1,
+            }
+            for n in st.recipes
+        }
+        return {
+            "seed": st.seed, "settings": exp.settings_dict(st), "runs": runs, "seconds": 2.0,
+            "cpu_seconds": 1.0, "steps": 8, "n_train": 256, "n_test": 256,
+            "float_reference": None, "float_reference_run": None, "diagnostics": None,
+            "machine": "test",
+        }  # fmt: skip
+
+    monkeypatch.setattr(exp, "run_seed", fake_run_seed)
+    argv = ["--quick", "--no-progress", "--out", str(tmp_path), "--seeds", "0,1,2"]
+    assert exp.main(argv) == 0
+    assert calls == [0, 1, 2]
+    assert sorted(p.name for p in (tmp_path / "posit_training").iterdir()) == [
+        "seed0.json", "seed1.json", "seed2.json"
+    ]  # fmt: skip
+    assert exp.main(argv) == 0  # every seed cached with the same settings
+    assert exp.main([*argv[:-1], "1"]) == 0
+    assert calls == [0, 1, 2]
+    assert exp.main([*argv[:-1], "1", "--force"]) == 0
+    assert exp.main([*argv[:-1], "2", "--epochs", "2"]) == 0  # other settings: rerun
+    assert calls == [0, 1, 2, 1, 2]
+    assert exp.main(argv) == 0  # seed 2's cache now holds 2 epochs: rerun
+    assert calls == [0, 1, 2, 1, 2, 2]
+
+    res = json.loads((tmp_path / "posit_training.json").read_text())
+    assert res["seeds"] == [0, 1, 2] and res["cached_seeds"] == [0, 1]
+    f = res["aggregate"]["float"]["test_acc"]
+    assert f["values"] == pytest.approx([85.0, 86.0, 87.0])
+    assert f["mean"] == pytest.approx(86.0) and f["std"] == pytest.approx(1.0)
+    d = res["aggregate"]["mixed8"]["delta_vs_float"]
+    assert d["mean"] == pytest.approx(-0.1) and d["std"] == pytest.approx(0.0, abs=1e-9)
+    verdicts = {c["short"]: c["verdict"] for c in res["claims"]}
+    assert verdicts == {
+        "uniform posit<8,0> close to float": "did not hold",  # -71 pp
+        "mixed 8-bit ≈ float": "inconclusive",  # -0.1 ± 1 pp straddles the -1 pp bound
+        "mixed 8-bit ≥ uniform posit<8,0>": "held",
+    }
+    md = (tmp_path / "posit_training.md").read_text()
+    assert "| 86.00 ± 1.00 | 85.00, 86.00, 87.00 | +0.00 ± 0.00 | 90.42 |" in md
+    assert "inconclusive — mixed 8-bit ≈ float" in md
+    assert (tmp_path / "posit_training.png").read_bytes()[:4] == b"\x89PNG"
+    assert exp.verdict(0.0, 0.0, 0.0, math.inf) == "held"
+    assert exp.verdict(-0.5, 1.0, 0.0, math.inf) == "inconclusive"
+    assert exp.verdict(-2.0, 1.0, 0.0, math.inf) == "did not hold"
