@@ -34,7 +34,7 @@ def _best(fn: Callable[[], Any], repeat: int) -> float:
     return best
 
 
-def run(n: int = 10_000_000, repeat: int = 3) -> list[dict[str, Any]]:
+def run(n: int = 10_000_000, repeat: int = 5) -> list[dict[str, Any]]:
     """Rows: op, format, mode, inputs policy, seconds, ratio to numpy float32's op."""
     rng = np.random.default_rng(0)
     rows = []
@@ -86,7 +86,7 @@ def markdown(rows: list[dict[str, Any]], n: int) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=10_000_000)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5, help="timed calls per row (best kept)")
     ap.add_argument("--markdown", default=None, help="append the table to this file")
     a = ap.parse_args()
     rows = run(a.n, a.repeat)
