@@ -39,7 +39,10 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("NUMBA_NUM_THREADS", "1")  # one core (before numba is imported)
+if __name__ == "__main__":
+    # one core, set before numba is imported; not on import (tests import this module, and
+    # changing the variable in a process whose numba threads run breaks numba's next compile)
+    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import argparse
 import copy

@@ -432,6 +432,14 @@ def _experiment():
     return mod
 
 
+def test_importing_the_experiment_leaves_numba_settings_alone():
+    import os
+
+    before = os.environ.get("NUMBA_NUM_THREADS")
+    _experiment()
+    assert os.environ.get("NUMBA_NUM_THREADS") == before
+
+
 def test_experiment_seed_cache_and_claims(tmp_path, monkeypatch):
     exp = _experiment()
     calls = []
