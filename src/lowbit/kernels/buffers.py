@@ -61,7 +61,8 @@ def set_buffer_cache_limit(nbytes: int) -> None:
 def clear_buffer_cache() -> int:
     """Drop every pooled buffer that no array uses; returns the bytes released."""
     with _lock:
-        return _trim(_limit[0], drop_all_free=True)
+        before = sum(b.nbytes for b in _pool)
+        return before - _trim(0, drop_all_free=True)
 
 
 def cached_bytes() -> int:
@@ -71,8 +72,7 @@ def cached_bytes() -> int:
 
 
 def _trim(need: int, drop_all_free: bool = False) -> int:
-    """Drop free buffers until ``need`` more bytes fit under the limit; bytes released."""
-    released = 0
+    """Drop free buffers until ``need`` more bytes fit under the limit; the bytes left."""
     total = sum(b.nbytes for b in _pool)
     for i in range(len(_pool) - 1, -1, -1):
         if not drop_all_free and total + need <= _limit[0]:
@@ -81,9 +81,8 @@ def _trim(need: int, drop_all_free: bool = False) -> int:
         if sys.getrefcount(buf) == _FREE_REFS:
             del _pool[i]
             total -= buf.nbytes
-            released += buf.nbytes
         del buf
-    return released
+    return total
 
 
 def empty(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
@@ -100,8 +99,7 @@ def empty(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
                 _pool.insert(0, _pool.pop(i))
                 return buf.view(dt).reshape(shape)
             del buf
-        _trim(nbytes)
-        if sum(b.nbytes for b in _pool) + nbytes > _limit[0]:  # the rest are in use
+        if _trim(nbytes) + nbytes > _limit[0]:  # the rest are in use
             return np.empty(shape, dtype=dt)
         buf = np.empty(nbytes, dtype=np.uint8)
         _pool.insert(0, buf)
