@@ -141,6 +141,13 @@ def machine() -> dict[str, str]:
             info[mod] = __import__(mod).__version__
         except Exception:  # any import failure means "not available"
             info[mod] = "not installed"
+    try:
+        import numba
+
+        lb.round(np.zeros(1 << 16, np.float32), "bf16")  # the layer is chosen at first launch
+        info["numba threading layer"] = numba.threading_layer()
+    except Exception:  # reported as unknown rather than failing the benchmark
+        info["numba threading layer"] = "unknown"
     return info
 
 
