@@ -8,10 +8,11 @@ For each seed: train ``resnet-small`` in float32, then from that model
 * Double Rounding at widths {4,3,2} with ALRS (int4 storage, ``h = 4``, as in the paper);
 * floor-shift switching of the same stored integers (``W_h >> (h - b)``), no retraining.
 
-Then, on seed 0's {8,6,4,2} and {4,3,2} models: HASB sensitivities (Hutchinson traces), the
-mixed-precision ILP swept over mean-bit targets, each configuration evaluated after
-recalibrating its transitional BatchNorm statistics, and the accuracy-vs-mean-bits plot with
-the uniform widths beside the front.
+Then, on every seed's {8,6,4,2} and {4,3,2} models, the mixed-precision ILP swept over
+mean-bit targets with two layer scores: HASB (Hutchinson traces × weight error, the paper's)
+and the measured loss of each one-layer switch. Each configuration is evaluated after
+recalibrating its transitional BatchNorm statistics; the ILP front is compared with the
+uniform widths per seed and on the mean over seeds, and plotted for seed 0.
 
 Writes ``docs/results/double_rounding.md``, ``double_rounding.png`` and
 ``double_rounding.json``. The default size (8000 training images, full test set, 3 seeds)
@@ -60,7 +61,7 @@ class Settings:
     train_subset: int | None = 8000
     test_subset: int | None = None
     fp_epochs: int = 6
-    dr_epochs: int = 6
+    dr_epochs: int = 8
     batch_size: int = 128
     fp_lr: float = 2e-3
     dr_lr: float = 5e-4
@@ -88,6 +89,7 @@ class Settings:
     trace_batches: int = 2
     probes: int = 8
     calib_batches: int = 8
+    loss_batches: int = 4
 
 
 QUICK = Settings(
@@ -102,7 +104,11 @@ QUICK = Settings(
     trace_batches=1,
     probes=2,
     calib_batches=2,
+    loss_batches=1,
 )
+
+BITSETS = {"{8,6,4,2}": ("alrs", "targets_8642"), "{4,3,2}": ("432", "targets_432")}
+SENSITIVITIES = ("hessian", "loss")
 
 
 def run_seed(
@@ -179,7 +185,12 @@ def fmt(s: dict[str, float]) -> str:
 
 
 def run_search(
-    model: Any, loaders_: tuple[Any, Any], targets: tuple[float, ...], st: Settings, progress: bool
+    model: Any,
+    loaders_: tuple[Any, Any],
+    targets: tuple[float, ...],
+    st: Settings,
+    progress: bool,
+    sensitivity: str,
 ) -> dr.SearchResult:
     return dr.search(
         model,
@@ -189,8 +200,25 @@ def run_search(
         trace_batches=st.trace_batches,
         n_probes=st.probes,
         calib_batches=st.calib_batches,
+        loss_batches=st.loss_batches,
+        sensitivity=sensitivity,
         progress=progress,
     )
+
+
+def run_searches(models: dict[str, Any], st: Settings, progress: bool) -> dict[str, Any]:
+    """Every (width set, sensitivity) search of one seed, as JSON-ready dicts."""
+    out: dict[str, Any] = {}
+    for name, (run, targets) in BITSETS.items():
+        for sens in SENSITIVITIES:
+            r = run_search(models[run], models["loaders"], getattr(st, targets), st, progress, sens)
+            out[f"{name} {sens}"] = {
+                "traces": r.traces,
+                "points": r.points,
+                "front": r.front,
+                "seconds": r.seconds,
+            }
+    return out
 
 
 def plot(results: dict[str, Any], searches: dict[str, dr.SearchResult], path: Path) -> None:
@@ -241,27 +269,31 @@ def plot(results: dict[str, Any], searches: dict[str, dr.SearchResult], path: Pa
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     ax = axes[1]
-    for (name, res), color in zip(searches.items(), ("tab:blue", "tab:green"), strict=False):
+    colors = {"{8,6,4,2}": "tab:blue", "{4,3,2}": "tab:green"}
+    styles = {"hessian": ("o-", "HASB scores"), "loss": ("x:", "measured-loss scores")}
+    for key, res in searches.items():
+        name, sens = key.split(" ")
         ilp = [p for p in res.points if p["kind"] == "ilp"]
-        uni = [p for p in res.points if p["kind"] == "uniform"]
         ax.plot(
             [p["mean_bits"] for p in ilp],
             [100 * p["accuracy"] for p in ilp],
-            "o-",
-            color=color,
+            styles[sens][0],
+            color=colors[name],
             ms=4,
-            label=f"ILP (HASB scores), {name}",
+            label=f"ILP ({styles[sens][1]}), {name}",
         )
-        ax.scatter(
-            [p["mean_bits"] for p in uni],
-            [100 * p["accuracy"] for p in uni],
-            marker="s",
-            s=60,
-            color=color,
-            edgecolor="k",
-            zorder=3,
-            label=f"uniform widths, {name}",
-        )
+        if sens == SENSITIVITIES[0]:
+            uni = [p for p in res.points if p["kind"] == "uniform"]
+            ax.scatter(
+                [p["mean_bits"] for p in uni],
+                [100 * p["accuracy"] for p in uni],
+                marker="s",
+                s=60,
+                color=colors[name],
+                edgecolor="k",
+                zorder=3,
+                label=f"uniform widths, {name}",
+            )
     ax.set_xlabel("mean weight bits (parameter-weighted)")
     ax.set_ylabel("test accuracy (%), seed 0")
     ax.set_title("Mixed precision: ILP sweep vs uniform widths")
@@ -290,9 +322,31 @@ def ilp_vs_uniform(res: dr.SearchResult) -> list[dict[str, Any]]:
     return rows
 
 
+def ilp_margins(per_seed: list[dict[str, dr.SearchResult]], key: str) -> list[dict[str, Any]]:
+    """Per uniform width: uniform and best-ILP-at-or-below accuracies over seeds (in %), and
+    their per-seed differences."""
+    tables = [ilp_vs_uniform(s[key]) for s in per_seed]
+    rows = []
+    for i, first in enumerate(tables[0]):
+        per = [t[i] for t in tables]
+        if any(r["ilp"] is None for r in per):
+            continue
+        rows.append(
+            {
+                "bits": first["bits"],
+                "uniform": summary([r["uniform"] for r in per]),
+                "ilp": summary([r["ilp"] for r in per]),
+                "ilp_mean_bits": [r["ilp_mean_bits"] for r in per],
+                "margins": [100 * (r["ilp"] - r["uniform"]) for r in per],
+            }
+        )
+    return rows
+
+
 def write_report(
     results: dict[str, Any],
     searches: dict[str, dr.SearchResult],
+    per_seed: list[dict[str, dr.SearchResult]],
     st: Settings,
     out: Path,
     png: Path,
@@ -352,12 +406,52 @@ def write_report(
     for line in results["claims"]:
         md.append(f"- **{'held' if line['held'] else 'did not hold'}**: {line['text']}")
     md.append("")
-    md.append("## Mixed precision: HASB sensitivities and the ILP (seed 0)")
+    md.append("## Mixed precision: layer scores and the ILP")
     md.append("")
     md.append(f"![accuracy vs bits and the ILP front]({png.name})")
     md.append("")
+    md.append(
+        "Each seed's model is searched twice: with the paper's HASB score "
+        "(−t_l·‖Ŵ_b − Ŵ_h‖², weights only) and with the measured training loss of each "
+        "one-layer switch (weights, activations and BatchNorm together; "
+        f"{st.loss_batches} batches after {st.calib_batches} recalibration batches). For each "
+        "uniform width b: the best ILP configuration with mean bits ≤ b against the uniform "
+        f"model, test accuracy in %, mean ± std over {n} seeds, and each seed's margin in pp."
+    )
+    md.append("")
+    rows = []
+    for key in searches:
+        for r in ilp_margins(per_seed, key):
+            rows.append(
+                [
+                    key,
+                    f"{r['bits']:g}",
+                    fmt(r["uniform"]),
+                    fmt(r["ilp"]),
+                    " / ".join(f"{b:.2f}" for b in r["ilp_mean_bits"]),
+                    " / ".join(f"{m:+.2f}" for m in r["margins"]),
+                    f"{statistics.fmean(r['margins']):+.2f}",
+                ]
+            )
+    md.append(
+        markdown_table(
+            [
+                "widths, score",
+                "bits",
+                "uniform",
+                "best ILP ≤ bits",
+                "ILP mean bits per seed",
+                "margin per seed (pp)",
+                "mean margin",
+            ],
+            rows,
+        )
+    )
+    md.append("")
+    md.append("### Every ILP configuration of seed 0")
+    md.append("")
     for name, res in searches.items():
-        md.append(f"### {name}")
+        md.append(f"#### {name}")
         md.append("")
         rows = [
             [
@@ -380,13 +474,14 @@ def write_report(
             + "."
         )
         md.append("")
-        md.append(
-            "HASB sensitivity t_l = tr(H_l)/n_l (Hutchinson, "
-            f"{st.probes} probes × {st.trace_batches} batches): "
-            + ", ".join(f"`{k}` {v:.3g}" for k, v in res.traces.items())
-            + "."
-        )
-        md.append("")
+        if res.traces:
+            md.append(
+                "HASB sensitivity t_l = tr(H_l)/n_l (Hutchinson, "
+                f"{st.probes} probes × {st.trace_batches} batches): "
+                + ", ".join(f"`{k}` {v:.3g}" for k, v in res.traces.items())
+                + "."
+            )
+            md.append("")
     md.append("## Settings")
     md.append("")
     per_seed = statistics.fmean(s["seconds"]["total"] for s in seeds)
@@ -409,7 +504,8 @@ def write_report(
         ],
         [
             "ILP",
-            "score(l, b) = −t_l·‖Ŵ_b − Ŵ_h‖², scipy.optimize.milp, mean bits ≤ target; "
+            "score(l, b) = −t_l·‖Ŵ_b − Ŵ_h‖² (HASB) or −L(layer l at b) (measured), "
+            "scipy.optimize.milp, mean bits ≤ target; "
             f"transitional BN recalibrated on {st.calib_batches} batches",
         ],
         [
@@ -448,8 +544,8 @@ def write_report(
     return path
 
 
-def claims(agg: dict[str, Any], searches: dict[str, dr.SearchResult]) -> list[dict[str, Any]]:
-    """The issue's acceptance claims, checked on the means."""
+def claims(agg: dict[str, Any], per_seed: list[dict[str, dr.SearchResult]]) -> list[dict[str, Any]]:
+    """The issue's acceptance claims, checked on the means over seeds."""
     fp = agg["fp32"]["mean"]
     out = []
     gaps = {b: agg["alrs"][str(b)]["mean"] - fp for b in (8, 6, 4, 2)}
@@ -479,18 +575,21 @@ def claims(agg: dict[str, Any], searches: dict[str, dr.SearchResult]) -> list[di
             f"is {a['min']:.2f}–{a['max']:.2f} vs {n['min']:.2f}–{n['max']:.2f})",
         }
     )
-    for name, res in searches.items():
-        rows = ilp_vs_uniform(res)
-        ok = all(r["ilp"] is not None and r["ilp"] >= r["uniform"] for r in rows)
-        worst = min(
-            (100 * (r["ilp"] - r["uniform"]) for r in rows if r["ilp"] is not None),
-            default=float("nan"),
+    for key in per_seed[0]:
+        rows = ilp_margins(per_seed, key)
+        means = {r["bits"]: statistics.fmean(r["margins"]) for r in rows}
+        worst_b = min(means, key=means.__getitem__)
+        n_uniform = sum(1 for p in per_seed[0][key].points if p["kind"] == "uniform")
+        held_seeds = sum(
+            all(r["ilp"] is not None and r["ilp"] >= r["uniform"] for r in ilp_vs_uniform(s[key]))
+            for s in per_seed
         )
         out.append(
             {
-                "held": ok,
-                "text": f"ILP front at or above the uniform widths ({name}, "
-                f"seed 0): worst margin {worst:+.2f} pp",
+                "held": len(rows) == n_uniform and all(m >= 0 for m in means.values()),
+                "text": f"ILP front at or above every uniform width ({key}), mean over seeds: "
+                f"worst mean margin {means[worst_b]:+.2f} pp at {worst_b:g} bits; "
+                f"{held_seeds} of {len(per_seed)} seeds hold at every width",
             }
         )
     return out
@@ -515,8 +614,7 @@ def _load_seed(path: Path, st: Settings) -> dict[str, Any] | None:
 def _seed_settings(st: Settings) -> dict[str, Any]:
     """The settings a seed's results depend on (not the seed list or the search sizes)."""
     d = asdict(st)
-    for k in ("seeds", "targets_8642", "targets_432", "trace_batches", "probes", "calib_batches"):
-        d.pop(k)
+    d.pop("seeds")
     return d
 
 
@@ -540,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
         "--run-only",
         default=None,
         help="comma-separated seeds to run and cache without writing the report (to spread "
-        "seeds over processes; seed 0 also runs the mixed-precision search)",
+        "seeds over processes)",
     )
     p.add_argument("--force", action="store_true", help="rerun seeds that are cached")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default torch's)")
@@ -555,51 +653,23 @@ def main(argv: list[str] | None = None) -> int:
     progress = not args.no_progress
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    # each seed's results (and seed 0's search) are cached, so seeds can run in separate
-    # processes and the report is assembled from whatever is cached
+    # each seed's results and searches are cached, so seeds can run in separate processes and
+    # the report is assembled from whatever is cached
     cache = out / ("double_rounding_quick" if args.quick else "double_rounding")
     cache.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     todo = [int(s) for s in args.run_only.split(",")] if args.run_only else list(st.seeds)
     seeds: dict[int, dict[str, Any]] = {}
-    search_file = cache / "search.json"
     for seed in todo:
         path = cache / f"seed{seed}.json"
         res = None if args.force else _load_seed(path, st)
         if res is None:
             res, models = run_seed(seed, st, args.data_dir, progress)
+            res["search"] = run_searches(models, st, progress)
             path.write_text(
                 json.dumps({"settings": _seed_settings(st), "results": res}, indent=2, default=str)
                 + "\n"
             )
-            if seed == st.seeds[0]:
-                searches = {
-                    "{8,6,4,2}": run_search(
-                        models["alrs"], models["loaders"], st.targets_8642, st, progress
-                    ),
-                    "{4,3,2}": run_search(
-                        models["432"], models["loaders"], st.targets_432, st, progress
-                    ),
-                }
-                search_file.write_text(
-                    json.dumps(
-                        {
-                            "settings": asdict(st),
-                            "search": {
-                                k: {
-                                    "traces": v.traces,
-                                    "points": v.points,
-                                    "front": v.front,
-                                    "seconds": v.seconds,
-                                }
-                                for k, v in searches.items()
-                            },
-                        },
-                        indent=2,
-                        default=str,
-                    )
-                    + "\n"
-                )
         seeds[seed] = res
         print(
             f"seed {seed}: FP32 {100 * res['fp32']:.2f}; ALRS "
@@ -610,7 +680,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.run_only:
         return 0
     missing = [s for s in st.seeds if s not in seeds]
-    if missing or not search_file.exists():
+    if missing:
         print(f"not all seeds are cached (missing {missing}); no report written")
         return 1
     results_seeds = [seeds[s] for s in st.seeds]
@@ -619,11 +689,10 @@ def main(argv: list[str] | None = None) -> int:
         agg[key] = {
             str(b): summary([s[key][b] for s in results_seeds]) for b in results_seeds[0][key]
         }
-    searches = {
-        k: _search_from_json(v) for k, v in json.loads(search_file.read_text())["search"].items()
-    }
+    per_seed = [{k: _search_from_json(v) for k, v in s["search"].items()} for s in results_seeds]
+    searches = per_seed[0]
     seconds = sum(s["seconds"]["total"] for s in results_seeds) + sum(
-        v.seconds for v in searches.values()
+        v.seconds for s in per_seed for v in s.values()
     )
     results = {
         "seeds": results_seeds,
@@ -631,13 +700,10 @@ def main(argv: list[str] | None = None) -> int:
         "settings": asdict(st),
         "seconds": seconds,
     }
-    results["claims"] = claims(agg, searches)
-    results["search"] = {
-        k: {"traces": v.traces, "points": v.points, "front": v.front} for k, v in searches.items()
-    }
+    results["claims"] = claims(agg, per_seed)
     png = out / "double_rounding.png"
     plot(results, searches, png)
-    md = write_report(results, searches, st, out, png, seconds)
+    md = write_report(results, searches, per_seed, st, out, png, seconds)
     (out / "double_rounding.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(md.read_text())
     dt = time.perf_counter() - t0

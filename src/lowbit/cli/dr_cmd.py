@@ -146,7 +146,9 @@ def register(sub: Any) -> None:
     )
     data_args(v, None)
 
-    r = dsub.add_parser("search", help="HASB sensitivities + ILP sweep -> Pareto plot")
+    r = dsub.add_parser(
+        "search", help="layer sensitivities (HASB or measured loss) + ILP sweep -> Pareto plot"
+    )
     r.add_argument("file", help="an int8 file from `lowbit dr export`")
     r.add_argument(
         "--target-bits",
@@ -163,6 +165,16 @@ def register(sub: Any) -> None:
         type=int,
         default=8,
         help="batches for the transitional BatchNorm statistics (8)",
+    )
+    r.add_argument(
+        "--sensitivity",
+        choices=("hessian", "loss"),
+        default="hessian",
+        help="layer score: hessian (HASB traces x weight error, the paper's; default) or loss "
+        "(measured training loss with one layer switched)",
+    )
+    r.add_argument(
+        "--loss-batches", type=int, default=4, help="batches per measured loss (4; loss only)"
     )
     r.add_argument("--out", default="dr_search", help="folder for the plot and table")
     r.add_argument("--seed", type=int, default=0, help="seed of the probes (0)")
@@ -412,6 +424,8 @@ def _search(args: argparse.Namespace, console: Any) -> int:
         trace_batches=args.trace_batches,
         calib_batches=args.calib_batches,
         seed=args.seed,
+        sensitivity=args.sensitivity,
+        loss_batches=args.loss_batches,
         progress=not args.no_progress,
         plot=out / "pareto.png",
         title=f"Double Rounding mixed precision ({splits.name})",
@@ -428,7 +442,8 @@ def _search(args: argparse.Namespace, console: Any) -> int:
     ]
     console.print(
         accuracy_table(
-            "HASB + ILP mixed-precision search",
+            ("HASB" if args.sensitivity == "hessian" else "measured-loss")
+            + " + ILP mixed-precision search",
             ["config", "target", "mean bits", "accuracy (%)", "front"],
             rows,
         )
@@ -436,7 +451,9 @@ def _search(args: argparse.Namespace, console: Any) -> int:
     (out / "search.json").write_text(
         json.dumps(
             {
+                "sensitivity": args.sensitivity,
                 "traces": res.traces,
+                "scores": res.scores,
                 "points": res.points,
                 "front": res.front,
                 "seconds": res.seconds,

@@ -100,6 +100,21 @@ def test_search_writes_plot(run_dir, tmp_path, capsys):
     assert "HASB + ILP" in capsys.readouterr().out
 
 
+def test_search_with_measured_loss_scores(run_dir, tmp_path, capsys):
+    int8 = run_dir / "model-int8.safetensors"
+    if not int8.exists():
+        assert main(["dr", "export", str(run_dir / "ckpt"), "--out", str(int8)]) == 0
+    args = ["dr", "search", str(int8), "--target-bits", "3,5", "--sensitivity", "loss"]
+    args += ["--calib-batches", "2", "--loss-batches", "2", "--out", str(tmp_path)]
+    assert main([*args, "--no-progress"]) == 0
+    res = json.loads((tmp_path / "search.json").read_text())
+    assert res["sensitivity"] == "loss" and res["traces"] == {}
+    at_h = {layer: s["8"] for layer, s in res["scores"].items()}
+    assert len(set(at_h.values())) == 1  # every layer at 8 bits is the same model
+    assert all(s["2"] < s["8"] for s in res["scores"].values())
+    assert "measured-loss + ILP" in capsys.readouterr().out
+
+
 def test_parse_targets():
     assert parse_targets(["3.5", "..", "4.5"], 0.25) == [3.5, 3.75, 4.0, 4.25, 4.5]
     assert parse_targets(["4..5"], 0.5) == [4.0, 4.5, 5.0]

@@ -78,3 +78,74 @@ def test_search_end_to_end(trained, digits, tmp_path):
     rows = out.table()
     assert [r["mean_bits"] for r in rows] == sorted(r["mean_bits"] for r in rows)
     dr.set_bits(model, 8)
+
+
+def test_measured_scores_are_the_loss_of_each_one_layer_switch(trained, digits):
+    import itertools
+
+    import torch.nn.functional as F
+
+    _, res = trained
+    model = res.model
+    dr.set_bits(model, 8)
+    batches = list(itertools.islice(iter(digits[0]), 5))
+    calib, measure = batches[:2], batches[2:]
+    scores = dr.measured_scores(model, batches, (8, 4, 2), n_batches=3, calib_batches=2)
+    assert dr.get_bits(model) == dict.fromkeys(dr.dr_layers(model), 8)  # restored
+
+    def loss_of(config):
+        dr.set_bits(model, config)
+        dr.recalibrate_bn(model, calib, n_batches=2)
+        model.eval()
+        with torch.no_grad():
+            tot = sum(float(F.cross_entropy(model(x), y, reduction="sum")) for x, y in measure)
+        dr.set_bits(model, 8)
+        return tot / sum(int(y.numel()) for _, y in measure)
+
+    names = list(dr.dr_layers(model))
+    base = loss_of(8)
+    for n in names:
+        assert scores[n][8] == pytest.approx(-base, rel=1e-9)  # every layer at h: one model
+        for b in (4, 2):
+            cfg = dict.fromkeys(names, 8)
+            cfg[n] = b
+            assert scores[n][b] == pytest.approx(-loss_of(cfg), rel=1e-9), (n, b)
+        assert scores[n][2] < scores[n][8]  # 2-bit weights and inputs cost loss here
+    with pytest.raises(ValueError, match="calib_batches"):
+        dr.measured_scores(model, batches[:2], (8, 2), n_batches=1, calib_batches=2)
+
+
+def test_loss_search_picks_the_brute_force_optimum(trained, digits):
+    import itertools
+
+    _, res = trained
+    model = res.model
+    dr.set_bits(model, 8)
+    batches = list(itertools.islice(iter(digits[0]), 6))
+    out = dr.search(
+        model,
+        batches,
+        digits[1],
+        targets=[3.0, 5.0],
+        calib_batches=2,
+        loss_batches=4,
+        sensitivity="loss",
+        progress=False,
+    )
+    assert out.meta["sensitivity"] == "loss" and out.traces == {}
+    params = dr.layer_params(model)
+    names = list(params)
+    total = sum(params.values())
+    for sol in out.solutions:
+        best = max(
+            (
+                c
+                for c in itertools.product((8, 6, 4, 2), repeat=len(names))
+                if sum(params[n] * b for n, b in zip(names, c, strict=True)) <= sol.target * total
+            ),
+            key=lambda c: sum(out.scores[n][b] for n, b in zip(names, c, strict=True)),
+        )
+        want = sum(out.scores[n][b] for n, b in zip(names, best, strict=True))
+        assert sol.objective == pytest.approx(want, rel=1e-12)
+    with pytest.raises(ValueError, match="sensitivity"):
+        dr.search(model, batches, digits[1], sensitivity="fisher", progress=False)

@@ -60,6 +60,7 @@ from lowbit.methods.double_rounding.quantizer import (
 from lowbit.methods.double_rounding.search import (
     SearchResult,
     layer_scores,
+    measured_scores,
     pareto_front,
     plot_search,
     quantization_errors,
@@ -101,6 +102,7 @@ __all__ = [
     "layer_scores",
     "layer_traces",
     "load_int8",
+    "measured_scores",
     "model_widths",
     "param_groups",
     "pareto_front",

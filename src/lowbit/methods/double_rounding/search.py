@@ -1,6 +1,7 @@
-"""Mixed-precision deployment search: HASB sensitivities → scores → ILP sweep → Pareto front.
+"""Mixed-precision deployment search: layer sensitivities → scores → ILP sweep → Pareto front.
 
-Score of layer ``l`` at width ``b`` (higher is better)::
+Two scores of layer ``l`` at width ``b`` (higher is better). ``sensitivity="hessian"`` (the
+paper's HASB score, the default)::
 
     score(l, b) = −t_l · ‖Ŵ_b − Ŵ_h‖²
 
@@ -8,7 +9,17 @@ the second-order estimate of the loss increase (``½ tr(H_l)/n_l · ‖ΔW‖²`
 when the layer drops from the stored width ``h`` to ``b``; ``Ŵ`` are the dequantized weights
 obtained by the integer switch of the stored codes, so the search needs nothing but the int8
 model. ``t_l`` below 0.1 % of the largest is raised to that floor, so that a layer with a flat
-or noisy (negative) estimate still prefers more bits to fewer.
+or noisy (negative) estimate still prefers more bits to fewer. It sees the weights only,
+although a width applies to the layer's input activations as well.
+
+``sensitivity="loss"`` measures instead what the Hessian score estimates::
+
+    score(l, b) = −L(layer l at b, every other layer at h)
+
+the mean training loss over a few fixed batches of ``train_loader`` with the transitional
+BatchNorm statistics recalibrated for that configuration, so weights, activations and
+BatchNorm all count and nothing is assumed small. It costs ``layers × widths`` short
+evaluations and no second derivatives. Only differences within a layer matter to the ILP.
 
 Each searched configuration is evaluated after :func:`recalibrate_bn` (transitional BatchNorm
 statistics), next to the uniform-width models.
@@ -17,13 +28,15 @@ statistics), next to the uniform-width models.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch import nn
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from lowbit.methods.double_rounding.convert import (
     dr_layers,
@@ -66,6 +79,69 @@ def layer_scores(
     top = max(traces.values())
     floor = 1e-3 * top if top > 0 else 1.0
     return {n: {b: -max(traces[n], floor) * e for b, e in errors[n].items()} for n in errors}
+
+
+@torch.no_grad()
+def measured_scores(
+    model: nn.Module,
+    loader: Iterable,
+    bits: Sequence[int] | None = None,
+    *,
+    n_batches: int = 4,
+    calib_batches: int = 8,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+    progress: bool = False,
+) -> dict[str, dict[int, float]]:
+    """``score(l, b) = −L(l at b, the rest at h)``: measured loss sensitivity of every layer.
+
+    The first ``calib_batches`` batches of ``loader`` recalibrate the transitional BatchNorm
+    statistics of each one-layer-switched configuration and the next ``n_batches`` measure its
+    mean loss (eval mode). The batches are drawn once, so every configuration sees the same
+    ones. The model's widths and mode are restored.
+    """
+    from tqdm.auto import tqdm
+
+    layers = dr_layers(model)
+    if not layers:
+        raise ValueError("model has no switchable layer; convert it first")
+    widths = tuple(bits) if bits is not None else model_widths(model)
+    h = max(model_widths(model))
+    if n_batches < 1 or calib_batches < 0:
+        raise ValueError(
+            f"n_batches={n_batches}, calib_batches={calib_batches}; accepted: n_batches >= 1, "
+            "calib_batches >= 0"
+        )
+    batches = []
+    for i, batch in enumerate(loader):
+        if i >= calib_batches + n_batches:
+            break
+        batches.append(batch)
+    if len(batches) <= calib_batches:
+        raise ValueError(
+            f"loader gave {len(batches)} batches; need more than calib_batches={calib_batches}"
+        )
+    calib, measure = batches[:calib_batches], batches[calib_batches:]
+    device = next(model.parameters()).device
+    saved, was_training = get_bits(model), model.training
+    out: dict[str, dict[int, float]] = {n: {} for n in layers}
+    jobs = [(n, b) for n in layers for b in widths]
+    try:
+        for n, b in tqdm(jobs, desc="layer sensitivities", disable=not progress, leave=False):
+            config = dict.fromkeys(layers, h)
+            config[n] = b
+            set_bits(model, config)
+            recalibrate_bn(model, calib, n_batches=calib_batches)
+            model.eval()
+            total = count = 0.0
+            for x, y in measure:
+                logits = model(x.to(device))
+                total += float(loss_fn(logits, y.to(device))) * int(y.numel())
+                count += int(y.numel())
+            out[n][b] = -total / count
+    finally:
+        set_bits(model, saved)
+        model.train(was_training)
+    return out
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -133,11 +209,13 @@ def search(
     n_probes: int = 8,
     calib_batches: int = 8,
     seed: int = 0,
+    sensitivity: str = "hessian",
+    loss_batches: int = 4,
     progress: bool = True,
     plot: str | Path | None = None,
     title: str | None = None,
 ) -> SearchResult:
-    """HASB + ILP mixed-precision search and its evaluation.
+    """Layer sensitivities + ILP mixed-precision search and its evaluation.
 
     Args:
         model: a trained (or loaded) Double Rounding model.
@@ -149,6 +227,9 @@ def search(
         trace_batches, n_probes: Hutchinson batches and probes.
         calib_batches: batches for the transitional BatchNorm statistics of each config.
         seed: seed of the probes.
+        sensitivity: "hessian" (HASB traces × weight error, the paper's score) or "loss"
+            (measured loss with one layer switched, :func:`measured_scores`).
+        loss_batches: batches measuring each loss when ``sensitivity="loss"``.
         progress: tqdm bar over the configurations.
         plot: write the accuracy-vs-mean-bits plot there.
         title: plot title.
@@ -158,11 +239,25 @@ def search(
     t0 = time.perf_counter()
     widths = tuple(sorted(bits if bits is not None else model_widths(model), reverse=True))
     saved = get_bits(model)
-    if traces is None:
+    if sensitivity not in ("hessian", "loss"):
+        raise ValueError(f"sensitivity={sensitivity!r}; accepted: 'hessian', 'loss'")
+    if traces is None and sensitivity == "hessian":
         traces = layer_traces(
             model, train_loader, n_batches=trace_batches, n_probes=n_probes, seed=seed
         )
-    scores = layer_scores(traces, quantization_errors(model, widths))
+    if sensitivity == "hessian":
+        assert traces is not None
+        scores = layer_scores(traces, quantization_errors(model, widths))
+    else:
+        traces = traces or {}
+        scores = measured_scores(
+            model,
+            train_loader,
+            widths,
+            n_batches=loss_batches,
+            calib_batches=calib_batches,
+            progress=progress,
+        )
     params = layer_params(model)
     solutions = sweep(scores, params, widths, targets)
     points: list[dict[str, Any]] = []
@@ -199,7 +294,7 @@ def search(
         points=points,
         front=front,
         seconds=time.perf_counter() - t0,
-        meta={"bits": list(widths)},
+        meta={"bits": list(widths), "sensitivity": sensitivity},
     )
     if plot is not None:
         res.plot_path = plot_search(res, plot, title=title)
@@ -225,7 +320,9 @@ def plot_search(result: SearchResult, path: str | Path, *, title: str | None = N
         s=18,
         color="tab:blue",
         alpha=0.6,
-        label="ILP configurations (HASB scores)",
+        label="ILP configurations ("
+        + ("measured loss scores" if result.meta.get("sensitivity") == "loss" else "HASB scores")
+        + ")",
     )
     front = [result.points[i] for i in result.front]
     ax.plot(
