@@ -15,10 +15,11 @@ recalibrating its transitional BatchNorm statistics; the ILP front is compared w
 uniform widths per seed and on the mean over seeds, and plotted for seed 0.
 
 Writes ``docs/results/double_rounding.md``, ``double_rounding.png`` and
-``double_rounding.json``. The default size (8000 training images, full test set, 3 seeds)
-takes about 20 minutes on 2 idle cores with torch's 2 threads; when other jobs share the
-cores pass ``--threads 1`` (oversubscribed threads are several times slower), about 35
-minutes. ``--quick`` runs a tiny version (for tests).
+``double_rounding.json``. The default size (8000 training images, full test set, 3 seeds,
+8 quantized epochs, 4 searches per seed) took 56 minutes on 2 idle cores run as three
+``--run-only`` processes with ``--threads 1`` (oversubscribed torch threads are several times
+slower), then one call without ``--run-only`` to write the report. ``--quick`` runs a tiny
+version (for tests).
 
 Reproduce: ``python experiments/double_rounding.py --no-progress``
 """
@@ -125,7 +126,11 @@ def run_seed(
     pre = dr.train_fp(
         model, train_loader, None, epochs=st.fp_epochs, lr=st.fp_lr, seed=seed, progress=progress
     )
-    out: dict[str, Any] = {"seed": seed, "seconds": {"fp_pretrain": pre.seconds}}
+    out: dict[str, Any] = {
+        "seed": seed,
+        "threads": torch.get_num_threads(),
+        "seconds": {"fp_pretrain": pre.seconds},
+    }
     fp = dr.train_fp(
         copy.deepcopy(pre.model),
         train_loader,
@@ -510,8 +515,9 @@ def write_report(
         ],
         [
             "time",
-            f"{seconds / 60:.1f} min in all, {per_seed / 60:.1f} min per seed "
-            f"({torch.get_num_threads()} torch threads)",
+            f"{seconds / 60:.1f} min of process time in all, {per_seed / 60:.1f} min of "
+            "training per seed "
+            f"({seeds[0].get('threads', torch.get_num_threads())} torch threads per process)",
         ],
         ["machine", f"{platform.processor() or platform.machine()}, torch {torch.__version__}"],
     ]
