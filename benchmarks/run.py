@@ -14,7 +14,7 @@ after a call and would slow the next backend down. Paths far from every target (
 ``--slow-eps`` elements/s on two timed calls, such as the float64 reference) stop after those
 two calls, without a memory measurement. Entries too slow to matter at the large size (a 1e6
 call that extrapolates to more than ``--max-call-s`` per call) are skipped there and reported
-at 1e6, and each size gets its share of ``--budget-s``, so a run stays within about ten
+at 1e6, and each size gets its share of ``--budget-s``, so a run stays within about fifteen
 minutes. pychop is measured at 1e6 only (it runs at a few million elements per second).
 
 Usage::
@@ -144,7 +144,8 @@ def machine() -> dict[str, str]:
     try:
         import numba
 
-        lb.round(np.zeros(1 << 16, np.float32), "bf16")  # the layer is chosen at first launch
+        # the layer is chosen at the first parallel launch; small arrays run serially
+        lb.round(np.zeros(1 << 22, np.float32), "bf16")
         info["numba threading layer"] = numba.threading_layer()
     except Exception:  # reported as unknown rather than failing the benchmark
         info["numba threading layer"] = "unknown"
@@ -874,7 +875,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--budget-s",
         type=float,
-        default=400.0,
+        default=900.0,
         help="after this many seconds, skip the remaining lowbit entries (the peers "
         "are still measured; pychop takes about a minute)",
     )
