@@ -517,7 +517,7 @@ def write_report(
             "time",
             f"{seconds / 60:.1f} min of process time in all, {per_seed / 60:.1f} min of "
             "training per seed "
-            f"({seeds[0].get('threads', torch.get_num_threads())} torch threads per process)",
+            f"(torch threads per process: {seeds[0].get('threads', 'not recorded')})",
         ],
         ["machine", f"{platform.processor() or platform.machine()}, torch {torch.__version__}"],
     ]
