@@ -387,6 +387,50 @@ def test_parallel_blocks(dtype: type, fmt: str) -> None:
         check(x, fmt, mode, offset=2**32 - 100000, seed=5)
 
 
+@pytest.mark.parametrize("mode", ["rne", "rd", "sr", "sr_bits"])
+def test_every_start_within_a_cache_line(mode: str) -> None:
+    """The fp32 kernel does the elements before the output's first 64-byte boundary apart from
+    the vector loop; every placement of input and output within a line, at sizes around that
+    split and across the parallel blocks, gives the reference's bits, draws included."""
+    rng = np.random.default_rng(17)
+    n_big = 2 * float_numba._BLOCK + 77
+    xraw = (rng.standard_normal(n_big + 16) * 3).astype(np.float32)
+    oraw = np.empty(n_big + 32, dtype=np.float32)
+    # the line offsets of the raw buffers, so that (xs, os) cover every pair of starts
+    x_line = (xraw.ctypes.data % 64) // 4
+    o_line = (oraw.ctypes.data % 64) // 4
+    kw = {"seed": 8, "rand_bits": 5 if mode == "sr_bits" else None}
+    for n in (0, 1, 15, 16, 17, 40, n_big):
+        for xs_start, os_start in [(i, j) for i in range(16) for j in range(16) if n < 50] + [
+            (0, 0),
+            (3, 0),
+            (0, 5),
+            (15, 1),
+        ]:
+            x = xraw[xs_start : xs_start + n]
+            out = oraw[os_start : os_start + n]
+            want = lb.round(x, "e3m2", mode, impl="reference", **kw)
+            assert lb.round(x, "e3m2", mode, impl="kernel", out=out, **kw) is out
+            what = (n, (x_line + xs_start) % 16, (o_line + os_start) % 16)
+            assert_same(out, want, x, what)
+
+
+def test_line_head() -> None:
+    """The head is the element count to the next 64-byte boundary, capped at the size."""
+    from lowbit.kernels._nbutil import line_head
+
+    raw = np.zeros(64, dtype=np.uint8)
+    for dt in (np.uint32, np.uint64):
+        size = np.dtype(dt).itemsize
+        for start in range(0, 64 - 16, size):
+            a = raw[start : start + 8 * size].view(dt)
+            gap = (-a.ctypes.data) % 64
+            assert line_head(a) == min(a.size, gap // size)
+            assert (a.ctypes.data + line_head(a) * size) % 64 == 0 or line_head(a) == a.size
+    odd = raw[1:33].view(np.uint32)  # numpy's buffers are 16-byte aligned: this one is odd
+    assert odd.ctypes.data % 4 != 0 and line_head(odd) == 0
+
+
 # ---- API contracts -----------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "dtype", [np.float32, np.float64, np.float16, BF16], ids=["fp32", "fp64", "fp16", "bf16"]

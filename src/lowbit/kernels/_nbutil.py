@@ -71,6 +71,25 @@ def rand_bits_at(index: Any, k0: Any, k1: Any) -> Any:
     return rand_bits_lohi(u32(index & _LO32), u32(index >> _S32), k0, k1)
 
 
+# ---- memory layout ----------------------------------------------------------------------------
+_LINE = 64  # bytes per cache line, and per 512-bit vector
+
+
+@njit
+def line_head(a: Any) -> Any:
+    """Elements of the contiguous 1-D array ``a`` before its first cache-line boundary.
+
+    Capped at ``a.size``; 0 when ``a`` starts on a boundary. An address that is not a
+    multiple of the itemsize never reaches one: the head is then 0 and nothing changes but
+    speed (the split is a performance hint, every element is still written once).
+    """
+    addr = np.int64(a.ctypes.data)
+    gap = (_LINE - addr % _LINE) % _LINE
+    if gap % a.itemsize != 0:
+        return 0
+    return min(a.size, gap // a.itemsize)
+
+
 # ---- LLVM-level helpers ----------------------------------------------------------------------
 _WIDE = '"prefer-vector-width"="512"'
 

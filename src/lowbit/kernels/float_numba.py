@@ -43,7 +43,7 @@ from numba import njit, prange, set_parallel_chunksize
 from lowbit.formats import FixedFormat, FloatFormat, IntFormat
 from lowbit.kernels import buffers
 from lowbit.kernels import float_numba_fp64 as k64
-from lowbit.kernels._nbutil import mix32, prefer_wide_vectors, u32, u64
+from lowbit.kernels._nbutil import line_head, mix32, prefer_wide_vectors, u32, u64
 from lowbit.kernels.randbits import seed_keys
 from lowbit.rounding.modes import RoundMode
 from lowbit.rounding.reference import EdgePolicy
@@ -173,7 +173,22 @@ def core32(
 def _fill32(xs: Any, ds: Any, x0: Any, p: Any, k0: Any, k1: Any, off: Any) -> None:
     """``ds[k] = round(xs[k])``, the draw of element ``k`` indexed ``off + x0 + k``.
 
-    The vectorized inner loop. It takes slices rather than start offsets because an index
+    The few elements before ``ds`` reaches a cache-line boundary are done on their own, so
+    that every 512-bit store of the vector loop writes one whole line: a store that straddles
+    two lines costs two, and numpy's large arrays start 16 bytes past a line. Measured on
+    1e8 fp32 with ``out=``: 0.85-0.90x ``np.copyto`` unaligned, 0.93-0.97x aligned.
+    """
+    head = line_head(ds)
+    if head > 0:
+        _fill32_span(xs[:head], ds[:head], x0, p, k0, k1, off)
+    _fill32_span(xs[head:], ds[head:], x0 + head, p, k0, k1, off)
+
+
+@njit(cache=True, fastmath=False)
+def _fill32_span(xs: Any, ds: Any, x0: Any, p: Any, k0: Any, k1: Any, off: Any) -> None:
+    """:func:`_fill32` on one span, the vectorized inner loop.
+
+    It takes slices rather than start offsets because an index
     ``start + k`` that numba cannot prove non-negative gets a wrap-around select, which
     turns the loop's loads and stores into gathers and scatters. The draw index is carried
     as two 32-bit words so that the hash stays in 32-bit lanes; the high word only changes
