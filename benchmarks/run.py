@@ -32,6 +32,7 @@ import gc
 import math
 import os
 import platform
+import resource
 import sys
 import time
 import tracemalloc
@@ -709,14 +710,44 @@ def acceptance(results: list[SizeResult]) -> list[Check]:
     return checks
 
 
+def cpu_times() -> tuple[float, float] | None:
+    """(busy CPU seconds of the whole machine, CPU seconds of this process and its children),
+    or ``None`` where ``/proc/stat`` is missing. Their difference over a run is what other
+    processes took: the load average cannot tell, since this run's own threads count in it."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq ...: busy = all but idle and iowait
+    busy = sum(fields[:3]) + sum(fields[5:7])
+    own = sum(
+        getattr(resource.getrusage(who), t)
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+        for t in ("ru_utime", "ru_stime")
+    )
+    return busy / os.sysconf("SC_CLK_TCK"), own
+
+
+def others_cpu(start: tuple[float, float] | None, seconds: float) -> float | None:
+    """Mean number of cores other processes kept busy since ``start`` (from :func:`cpu_times`)."""
+    end = cpu_times()
+    if start is None or end is None or seconds <= 0:
+        return None
+    return max(0.0, (end[0] - start[0]) - (end[1] - start[1])) / seconds
+
+
 def _load_warning(info: dict[str, str]) -> list[str]:
-    """A warning paragraph when the machine was busy during the run."""
-    loads = [float(v) for k, v in info.items() if k.startswith("load average")]
-    cores = os.cpu_count() or 1
-    if loads and max(loads) > 0.75 * cores:
+    """A warning paragraph when other processes used the CPU during the run."""
+    key = "other processes' CPU use during the run, cores"
+    if key not in info:
+        return []
+    used = float(info[key])
+    if used > 0.1:
+        cores = os.cpu_count() or 1
         return [
-            f"**Warning:** the load average reached {max(loads):.1f} on {cores} cores "
-            "during this run: other processes competed for the CPU, and parallel kernels "
+            f"**Warning:** other processes kept {used:.2f} of the {cores} cores busy on "
+            "average during this run: they competed for the CPU, and parallel kernels "
             "suffer most from that. Rerun on an idle machine before reading the ratios.",
             "",
         ]
@@ -899,6 +930,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and write the report."""
     args = parse_args(argv)
     t0 = time.monotonic()
+    cpu0 = cpu_times()
     info = machine()
     log(
         f"lowbit bench on {info['cpu']}, {info['cores']} cores; sizes "
@@ -909,10 +941,9 @@ def main(argv: list[str] | None = None) -> int:
         stage_deadline = t0 + args.budget_s * (i + 1) / len(args.size)  # if earlier ones left time
         results.append(run_size(n, args, results[-1] if results else None, stage_deadline))
     seconds = time.monotonic() - t0
-    try:
-        info["load average (1 min) at end"] = f"{os.getloadavg()[0]:.2f}"
-    except OSError:
-        pass
+    others = others_cpu(cpu0, seconds)
+    if others is not None:
+        info["other processes' CPU use during the run, cores"] = f"{others:.2f}"
     write_report(args.out, info, results, args, seconds)
     log(f"wrote {args.out} in {seconds / 60:.1f} min")
     return 0
