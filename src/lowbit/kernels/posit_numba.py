@@ -31,6 +31,7 @@ from numba.extending import intrinsic
 
 from lowbit.formats import PositFormat
 from lowbit.kernels import buffers
+from lowbit.kernels._nbutil import rand_bits_lohi
 from lowbit.kernels.randbits import seed_keys
 from lowbit.rounding.modes import RoundMode
 
@@ -55,15 +56,6 @@ _f32_bits = _bitcast_intrinsic(types.float32, types.uint32)
 _bits_f32 = _bitcast_intrinsic(types.uint32, types.float32)
 
 _M32 = np.uint64(0xFFFFFFFF)
-
-
-@njit(inline="always")
-def _mix32(x: Any) -> Any:  # the lowbias32 finaliser of randbits, on uint64 holding 32 bits
-    x = x ^ (x >> np.uint64(16))
-    x = (x * np.uint64(0x7FEB352D)) & _M32
-    x = x ^ (x >> np.uint64(15))
-    x = (x * np.uint64(0x846CA68B)) & _M32
-    return x ^ (x >> np.uint64(16))
 
 
 @njit(inline="always")
@@ -99,7 +91,8 @@ def _round1(
     lo_b = ub - disc
     hi_b = lo_b + step
     if sr:
-        r = _mix32(_mix32((idx & _M32) ^ k0) ^ (idx >> np.uint64(32)) ^ k1)
+        lo32, hi32 = np.uint32(idx & _M32), np.uint32(idx >> np.uint64(32))
+        r = np.uint64(rand_bits_lohi(lo32, hi32, np.uint32(k0), np.uint32(k1)))
         u = np.float64(r >> np.uint64(32 - rb))
         lo = _bits_f64(lo_b)
         up = u * (_bits_f64(hi_b) - lo) < (axc - lo) * two_rb
