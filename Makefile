@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch is pinned: on these machines pip takes the local CPU wheel of exactly this version.
 TORCH := torch==2.13.0
 
-.PHONY: demo test test-fast bench lint data clean
+.PHONY: demo test test-fast bench lint data clean clean-cache
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -70,5 +70,9 @@ data: | $(BIN)/python
 	  cd / && rm -rf $$tmp
 	@echo "data installed: Fashion-MNIST, MiniLM-L6, $(DATA_HOME)/moby-dick, $(DATA_HOME)/spam-assassin"
 
-clean:
+# numba's on-disk kernel caches (see README, Tests)
+clean-cache:
+	find src -name '*.nbi' -delete -o -name '*.nbc' -delete
+
+clean: clean-cache
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
