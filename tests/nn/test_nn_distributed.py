@@ -8,6 +8,7 @@ gradient rounded with ``lb.round`` and the documented per-rank, per-parameter st
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 
@@ -49,6 +50,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     dist.init_process_group("gloo", rank=rank, world_size=world)
+    ddp = None
     try:
         model = quantize_(make_model(), CFG)
         ddp = wrap_ddp(model)
@@ -68,6 +70,10 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
             os.path.join(out_dir, f"final{rank}.pt"),
         )
     finally:
+        # DDP alive at destroy_process_group makes torch's gloo abort the process at exit in
+        # about one run in five (see lowbit.nn.distributed)
+        del ddp
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -20,6 +20,12 @@ first step). Ranks draw independent bits, as separate devices would.
 hook when ``config.grad_before_allreduce`` is set (mode ``config.grad_mode``, seed
 ``config.seed``). LSQ scales that initialise from the first batch must be initialised (one
 forward pass) before wrapping, or ranks start from different scales.
+
+Shutting down: drop the DDP wrapper (``del ddp; gc.collect()``) before
+``dist.destroy_process_group()``. With torch 2.13's gloo backend a process that destroys the
+group while a DDP object is still alive aborts at exit ("terminate called without an active
+exception") in about one run in five, with or without this hook (plain DDP, 2 ranks: 6 of 30
+runs; after dropping the wrapper first: 0 of 30).
 """
 
 from __future__ import annotations
