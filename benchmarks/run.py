@@ -710,6 +710,9 @@ def acceptance(results: list[SizeResult]) -> list[Check]:
     return checks
 
 
+OTHERS_CPU = "other processes' CPU use during the run, cores"  # machine-table row
+
+
 def cpu_times() -> tuple[float, float] | None:
     """(busy CPU seconds of the whole machine, CPU seconds of this process and its children),
     or ``None`` where ``/proc/stat`` is missing. Their difference over a run is what other
@@ -737,12 +740,11 @@ def others_cpu(start: tuple[float, float] | None, seconds: float) -> float | Non
     return max(0.0, (end[0] - start[0]) - (end[1] - start[1])) / seconds
 
 
-def _load_warning(info: dict[str, str]) -> list[str]:
+def _busy_warning(info: dict[str, str]) -> list[str]:
     """A warning paragraph when other processes used the CPU during the run."""
-    key = "other processes' CPU use during the run, cores"
-    if key not in info:
+    if OTHERS_CPU not in info:
         return []
-    used = float(info[key])
+    used = float(info[OTHERS_CPU])
     if used > 0.1:
         cores = os.cpu_count() or 1
         return [
@@ -776,7 +778,7 @@ def write_report(
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in info.items()],
         "",
-        *_load_warning(info),
+        *_busy_warning(info),
         "## Method",
         "",
         "Input: standard-normal float32 array (numpy `default_rng(0)`). Each entry is the "
@@ -943,7 +945,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.monotonic() - t0
     others = others_cpu(cpu0, seconds)
     if others is not None:
-        info["other processes' CPU use during the run, cores"] = f"{others:.2f}"
+        info[OTHERS_CPU] = f"{others:.2f}"
     write_report(args.out, info, results, args, seconds)
     log(f"wrote {args.out} in {seconds / 60:.1f} min")
     return 0

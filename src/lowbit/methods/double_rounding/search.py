@@ -241,12 +241,11 @@ def search(
     saved = get_bits(model)
     if sensitivity not in ("hessian", "loss"):
         raise ValueError(f"sensitivity={sensitivity!r}; accepted: 'hessian', 'loss'")
-    if traces is None and sensitivity == "hessian":
-        traces = layer_traces(
-            model, train_loader, n_batches=trace_batches, n_probes=n_probes, seed=seed
-        )
     if sensitivity == "hessian":
-        assert traces is not None
+        if traces is None:
+            traces = layer_traces(
+                model, train_loader, n_batches=trace_batches, n_probes=n_probes, seed=seed
+            )
         scores = layer_scores(traces, quantization_errors(model, widths))
     else:
         traces = traces or {}
